@@ -1,0 +1,3 @@
+from ccs.console.main import cli
+
+cli()

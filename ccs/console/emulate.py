@@ -1,0 +1,10 @@
+"""`ccs emulate NAME`: run one of the shipped protocol emulators on loopback until stopped."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group()
+def emulate() -> None:
+    """Run a protocol-faithful emulator on loopback (prints its address and CA file)."""

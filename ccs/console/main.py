@@ -1,0 +1,22 @@
+"""The `ccs` console: one click group; each command lives in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from ccs import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ccs")
+def cli() -> None:
+    """ccs-gateway: push notifications through CCS, FCM, APNs and their emulators."""
+
+
+def _register() -> None:
+    from ccs.console import emulate
+
+    cli.add_command(emulate.emulate)
+
+
+_register()

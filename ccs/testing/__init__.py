@@ -1,0 +1,1 @@
+"""Helpers for tests of ccs-gateway and of apps that use it (throw-away PKI)."""

@@ -1,0 +1,9 @@
+import pytest
+
+from ccs.testing.pki import TestPKI, make_test_pki
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    """A throw-away CA and server certificate for 127.0.0.1, localhost and the XMPP domains."""
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
