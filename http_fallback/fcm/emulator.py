@@ -1,0 +1,382 @@
+"""FcmEmulator: FCM HTTP v1, its OAuth token endpoint and the Instance ID topic API on a real
+HTTPS server on loopback, for our tests, `ccs emulate fcm` and users' own integration tests.
+
+Documented choices where the references are silent: access tokens are opaque random strings;
+the token endpoint accepts the JWT audience as its own URL or Google's; message names are
+"projects/<p>/messages/<n>" with a counter; a validate_only send answers
+"projects/<p>/messages/fake_message_id"; tokens must match [A-Za-z0-9_-:.]{1,4096}.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from gevent.pywsgi import WSGIHandler, WSGIServer
+
+from ccs.testing.pki import TestPKI, make_test_pki
+from ccs.tls import server_context
+from http_fallback.fcm.emulator_rules import TOKEN_RE, Violation, check_request
+
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+ACCEPTED_SCOPES = ("https://www.googleapis.com/auth/firebase.messaging",
+                   "https://www.googleapis.com/auth/cloud-platform")
+
+# scripted failure kind -> (HTTP status, gRPC status, FcmError errorCode or None, message)
+FAILURES = {
+    "unregistered": (404, "NOT_FOUND", "UNREGISTERED", "Requested entity was not found."),
+    "invalid": (400, "INVALID_ARGUMENT", "INVALID_ARGUMENT",
+                "The registration token is not a valid FCM registration token"),
+    "sender_id_mismatch": (403, "PERMISSION_DENIED", "SENDER_ID_MISMATCH",
+                           "SenderId mismatch"),
+    "quota": (429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", "Quota exceeded."),
+    "unavailable": (503, "UNAVAILABLE", "UNAVAILABLE", "The service is currently unavailable."),
+    "internal": (500, "INTERNAL", "INTERNAL", "Internal error encountered."),
+    "third_party_auth": (401, "UNAUTHENTICATED", "THIRD_PARTY_AUTH_ERROR",
+                         "Auth error from APNS or Web Push Service"),
+    "unauthenticated": (401, "UNAUTHENTICATED", None,
+                        "Request had invalid authentication credentials."),
+}
+
+
+@dataclass
+class Seen:
+    """One request the emulator answered; `at` is time.monotonic() on arrival."""
+
+    at: float
+    path: str
+    status: int
+    target: str | None = None
+    error: str | None = None
+    message: dict[str, Any] | None = field(default=None, repr=False)
+
+
+@dataclass
+class _Script:
+    kind: str
+    times: int | None  # None: every time
+    retry_after: str | None
+
+
+@dataclass(frozen=True)
+class ServiceAccountFile:
+    path: str
+    client_email: str
+    private_key_id: str
+    project_id: str
+
+
+def _error(code: int, status: str, message: str, error_code: str | None = None,
+           violations: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    details: list[dict[str, Any]] = []
+    if error_code:
+        details.append({"@type": FCM_ERROR, "errorCode": error_code})
+    if violations:
+        details.append({"@type": BAD_REQUEST, "fieldViolations": [
+            {"field": f, "description": d} for f, d in violations]})
+    body: dict[str, Any] = {"code": code, "message": message, "status": status}
+    if details:
+        body["details"] = details
+    return {"error": body}
+
+
+class _Handler(WSGIHandler):
+    """pywsgi drops header names with underscores; the IID API needs `access_token_auth`."""
+
+    def get_environ(self) -> dict[str, Any]:
+        env = super().get_environ()
+        env["fcm.access_token_auth"] = self.headers.get("access_token_auth", "")
+        return env
+
+
+class FcmEmulator:
+    """A loopback FCM v1 + OAuth + IID server. Use as a context manager, or start()/stop()."""
+
+    def __init__(self, pki: TestPKI | None = None, project_id: str = "emulated-project", *,
+                 host: str = "127.0.0.1", port: int = 0, token_lifetime: int = 3600,
+                 record_limit: int = 100_000) -> None:
+        self._tmp = None
+        if pki is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="ccs-fcm-emulator-")
+            pki = make_test_pki(Path(self._tmp.name))
+        self.pki = pki
+        self.project_id = project_id
+        self.token_lifetime = token_lifetime
+        self._server = WSGIServer((host, port), self._app, log=None, error_log=None,
+                                  handler_class=_Handler, ssl_context=server_context(pki.cert_file, pki.key_file))
+        self._keys: dict[str, tuple[Any, str]] = {}  # client_email -> (public key, key id)
+        self._tokens: dict[str, float] = {}  # access token -> expiry (time.time())
+        self._scripts: dict[str, deque[_Script]] = {}
+        self._lock = threading.Lock()
+        self.topics: dict[str, set[str]] = {}
+        self.seen: deque[Seen] = deque(maxlen=record_limit)
+        self.tokens_issued = 0
+        self.messages_accepted = 0
+        self.requests = 0
+        self.credentials_file: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> FcmEmulator:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop(timeout=1)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> FcmEmulator:
+        self.start()
+        if self.credentials_file is None:
+            self.create_service_account()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._server.server_port
+
+    @property
+    def url(self) -> str:
+        """Base URL of the send endpoint and of the IID API (both served here)."""
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def token_uri(self) -> str:
+        return f"{self.url}/token"
+
+    @property
+    def send_url(self) -> str:
+        return f"{self.url}/v1/projects/{self.project_id}/messages:send"
+
+    # -- credentials -------------------------------------------------------------------------
+
+    def create_service_account(self, path: str | None = None,
+                               client_email: str | None = None) -> ServiceAccountFile:
+        """Write a throw-away service-account JSON (new RSA key) whose token_uri is this
+        emulator, and trust its key. The emulator must be started (its port is in the file)."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        key_id = secrets.token_hex(20)
+        email = client_email or f"emulator-{secrets.token_hex(3)}@{self.project_id}" \
+                                ".iam.gserviceaccount.com"
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+        info = {"type": "service_account", "project_id": self.project_id,
+                "private_key_id": key_id, "private_key": pem, "client_email": email,
+                "client_id": str(secrets.randbits(60)), "token_uri": self.token_uri,
+                "auth_uri": "https://accounts.google.com/o/oauth2/auth"}
+        if path is None:
+            directory = self._tmp.name if self._tmp else str(self.pki.directory)
+            path = str(Path(directory) / f"service-account-{self.port}-{key_id[:6]}.json")
+        Path(path).write_text(json.dumps(info, indent=2))
+        Path(path).chmod(0o600)
+        self.trust(email, key.public_key(), key_id)
+        if self.credentials_file is None:
+            self.credentials_file = path
+        return ServiceAccountFile(path, email, key_id, self.project_id)
+
+    def trust(self, client_email: str, public_key: Any, key_id: str) -> None:
+        """Accept JWT assertions from `client_email` signed by `public_key`."""
+        self._keys[client_email] = (public_key, key_id)
+
+    def revoke_tokens(self) -> None:
+        """Forget every access token issued so far: the next send with one gets a 401."""
+        self._tokens.clear()
+
+    # -- scripted failures -------------------------------------------------------------------
+
+    def fail(self, target: str, kind: str, times: int | None = None,
+             retry_after: float | str | None = None) -> None:
+        """Answer sends to `target` with failure `kind` (see FAILURES), `times` times or always;
+        queued scripts run in order. `retry_after` is sent as the Retry-After header."""
+        if kind not in FAILURES:
+            raise ValueError(f"kind: one of {', '.join(FAILURES)}")
+        ra = None if retry_after is None else str(retry_after)
+        with self._lock:
+            self._scripts.setdefault(target, deque()).append(_Script(kind, times, ra))
+
+    def _next_failure(self, target: str | None) -> _Script | None:
+        if target is None:
+            return None
+        with self._lock:
+            queue = self._scripts.get(target)
+            if not queue:
+                return None
+            script = queue[0]
+            if script.times is not None:
+                script.times -= 1
+                if script.times <= 0:
+                    queue.popleft()
+            return script
+
+    # -- WSGI --------------------------------------------------------------------------------
+
+    def _app(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        at = time.monotonic()
+        self.requests += 1
+        path = environ.get("PATH_INFO", "")
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        body = environ["wsgi.input"].read(length) if length else environ["wsgi.input"].read()
+        if environ["REQUEST_METHOD"] != "POST":
+            status, answer, headers, target, error, msg = 405, _error(
+                405, "METHOD_NOT_ALLOWED", "Use POST"), {}, None, "METHOD_NOT_ALLOWED", None
+        elif path == "/token":
+            status, answer = self._token(body)
+            headers, target, msg = {}, None, None
+            error = answer.get("error") if status != 200 else None
+        elif path.startswith("/iid/v1:"):
+            status, answer = self._iid(path[len("/iid/v1:"):], environ, body)
+            headers, target, msg, error = {}, None, None, None
+        elif path.startswith("/v1/projects/") and path.endswith("/messages:send"):
+            project = path[len("/v1/projects/"):-len("/messages:send")]
+            status, answer, headers, target, error, msg = self._send(project, environ, body)
+        else:
+            status, answer, headers, target, error, msg = 404, _error(
+                404, "NOT_FOUND", "Not found"), {}, None, "NOT_FOUND", None
+        self.seen.append(Seen(at, path, status, target, error, msg))
+        data = json.dumps(answer).encode()
+        hdrs = [("Content-Type", "application/json; charset=UTF-8"),
+                ("Content-Length", str(len(data)))] + list(headers.items())
+        start_response(f"{status} {_REASONS.get(status, 'Error')}", hdrs)
+        return [data]
+
+    def _token(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        form = {k: v[0] for k, v in parse_qs(body.decode("latin-1")).items()}
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
+            return 400, {"error": "unsupported_grant_type",
+                         "error_description": "Invalid grant_type"}
+        assertion = form.get("assertion", "")
+        try:
+            claims = jwt.decode(assertion, options={"verify_signature": False})
+            header = jwt.get_unverified_header(assertion)
+        except jwt.PyJWTError:
+            return 400, {"error": "invalid_grant", "error_description": "Malformed assertion"}
+        known = self._keys.get(claims.get("iss", ""))
+        if known is None:
+            return 400, {"error": "invalid_grant", "error_description": "Invalid issuer"}
+        public_key, key_id = known
+        if header.get("alg") != "RS256" or header.get("kid") not in (None, key_id):
+            return 400, {"error": "invalid_grant", "error_description": "Invalid key id"}
+        try:
+            claims = jwt.decode(assertion, public_key, algorithms=["RS256"],
+                                audience=[self.token_uri, GOOGLE_TOKEN_URI], leeway=60,
+                                options={"require": ["iss", "aud", "iat", "exp"]})
+        except jwt.InvalidSignatureError:
+            return 400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
+        except jwt.PyJWTError as e:
+            return 400, {"error": "invalid_grant", "error_description": f"Invalid JWT: {e}"}
+        if claims["exp"] - claims["iat"] > 3600:
+            return 400, {"error": "invalid_grant",
+                         "error_description": "Invalid JWT: exp more than 1 hour after iat"}
+        scopes = str(claims.get("scope", "")).split()
+        if not any(s in ACCEPTED_SCOPES for s in scopes):
+            return 400, {"error": "invalid_scope", "error_description": "No FCM scope"}
+        token = "ya29.emu-" + secrets.token_urlsafe(32)
+        self._tokens[token] = time.time() + self.token_lifetime
+        self.tokens_issued += 1
+        return 200, {"access_token": token, "expires_in": self.token_lifetime,
+                     "token_type": "Bearer"}
+
+    def _authorized(self, environ: dict[str, Any]) -> bool:
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        if not auth.startswith("Bearer "):
+            return False
+        expiry = self._tokens.get(auth[7:])
+        return expiry is not None and time.time() < expiry
+
+    def _send(self, project: str, environ: dict[str, Any], body: bytes) -> tuple:
+        if not self._authorized(environ):
+            return (401, _error(401, "UNAUTHENTICATED", FAILURES["unauthenticated"][3]), {},
+                    None, "UNAUTHENTICATED", None)
+        if project != self.project_id:
+            return (403, _error(403, "PERMISSION_DENIED", f"Permission denied on project "
+                                f"{project}"), {}, None, "PERMISSION_DENIED", None)
+        try:
+            request = json.loads(body)
+            msg = check_request(request)
+        except ValueError:
+            return (400, _error(400, "INVALID_ARGUMENT", "Invalid JSON payload received."),
+                    {}, None, "INVALID_ARGUMENT", None)
+        except Violation as v:
+            raw = request.get("message") if isinstance(request, dict) else None
+            target = None
+            if isinstance(raw, dict):
+                target = raw.get("token") or raw.get("topic") or raw.get("condition")
+            token_field = v.field == "message.token"
+            return (400, _error(400, "INVALID_ARGUMENT", v.description,
+                                "INVALID_ARGUMENT" if token_field else None,
+                                [(v.field, v.description)]), {}, target, "INVALID_ARGUMENT",
+                    raw)
+        target = msg.get("token") or msg.get("topic") or msg.get("condition") or msg.get("fid")
+        script = self._next_failure(target)
+        if script is not None:
+            code, status, error_code, text = FAILURES[script.kind]
+            violations = [("message.token", text)] if script.kind == "invalid" else None
+            headers = {"Retry-After": script.retry_after} if script.retry_after else {}
+            return (code, _error(code, status, text, error_code, violations), headers, target,
+                    error_code or status, msg)
+        if request.get("validate_only"):
+            name = f"projects/{self.project_id}/messages/fake_message_id"
+        else:
+            self.messages_accepted += 1
+            name = f"projects/{self.project_id}/messages/0:{self.messages_accepted}"
+        return 200, {"name": name}, {}, target, None, msg
+
+    def _iid(self, operation: str, environ: dict[str, Any], body: bytes
+             ) -> tuple[int, dict[str, Any]]:
+        if not self._authorized(environ):
+            return 401, {"error": "Unauthorized"}
+        if environ.get("fcm.access_token_auth", "").lower() != "true":
+            return 401, {"error": "Unauthorized: missing access_token_auth header"}
+        if operation not in ("batchAdd", "batchRemove"):
+            return 404, {"error": "NotFound"}
+        try:
+            request = json.loads(body)
+            topic = request["to"]
+            tokens = request["registration_tokens"]
+        except (ValueError, KeyError, TypeError):
+            return 400, {"error": "InvalidRequest"}
+        if not isinstance(topic, str) or not topic.startswith("/topics/") or len(topic) < 9:
+            return 400, {"error": "InvalidTopicName"}
+        if not isinstance(tokens, list) or not tokens or len(tokens) > 1000:
+            return 400, {"error": "InvalidRequest: 1 to 1000 registration_tokens"}
+        members = self.topics.setdefault(topic[len("/topics/"):], set())
+        results: list[dict[str, str]] = []
+        for token in tokens:
+            script = self._peek_kind(token)
+            if not isinstance(token, str) or not TOKEN_RE.match(token) or script == "invalid":
+                results.append({"error": "INVALID_ARGUMENT"})
+            elif script == "unregistered":
+                results.append({"error": "NOT_FOUND"})
+            else:
+                (members.add if operation == "batchAdd" else members.discard)(token)
+                results.append({})
+        return 200, {"results": results}
+
+    def _peek_kind(self, token: Any) -> str | None:
+        queue = self._scripts.get(token) if isinstance(token, str) else None
+        return queue[0].kind if queue else None
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+            404: "Not Found", 405: "Method Not Allowed", 429: "Too Many Requests",
+            500: "Internal Server Error", 503: "Service Unavailable"}
