@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import gevent
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -115,8 +116,8 @@ class FcmEmulator:
         self.pki = pki
         self.project_id = project_id
         self.token_lifetime = token_lifetime
-        self._server = WSGIServer((host, port), self._app, log=None, error_log=None,
-                                  handler_class=_Handler, ssl_context=server_context(pki.cert_file, pki.key_file))
+        self._address = (host, port)
+        self._server: WSGIServer | None = None
         self._keys: dict[str, tuple[Any, str]] = {}  # client_email -> (public key, key id)
         self._tokens: dict[str, float] = {}  # access token -> expiry (time.time())
         self._scripts: dict[str, deque[_Script]] = {}
@@ -127,15 +128,51 @@ class FcmEmulator:
         self.messages_accepted = 0
         self.requests = 0
         self.credentials_file: str | None = None
+        self._thread: threading.Thread | None = None
+        self._wake: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def _make_server(self) -> WSGIServer:
+        # made in the thread that serves: a gevent server belongs to its creator's hub
+        self._server = WSGIServer(self._address, self._app, log=None, error_log=None,
+                                  handler_class=_Handler,
+                                  ssl_context=server_context(self.pki.cert_file,
+                                                             self.pki.key_file))
+        return self._server
+
     def start(self) -> FcmEmulator:
-        self._server.start()
+        """Serve from this thread's gevent hub (for gevent programs and tests)."""
+        self._make_server().start()
         return self
 
+    def start_in_thread(self, timeout: float = 10.0) -> FcmEmulator:
+        """Serve from a thread of its own with its own hub, so blocking clients (requests,
+        firebase-admin) in this thread can talk to it."""
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve_thread, args=(ready,),
+                                        name="fcm-emulator", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise RuntimeError("FCM emulator thread did not start")
+        return self
+
+    def _serve_thread(self, ready: threading.Event) -> None:
+        hub = gevent.get_hub()
+        self._wake = hub.loop.async_()
+        server = self._make_server()
+        server.start()
+        ready.set()
+        hub.wait(self._wake)  # until stop() sends the async watcher from the other thread
+        server.stop(timeout=1)
+
     def stop(self) -> None:
-        self._server.stop(timeout=1)
+        if self._thread is not None:
+            self._wake.send()
+            self._thread.join(10)
+            self._thread = None
+        elif self._server is not None:
+            self._server.stop(timeout=1)
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -150,6 +187,8 @@ class FcmEmulator:
 
     @property
     def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the emulator is not started")
         return self._server.server_port
 
     @property
