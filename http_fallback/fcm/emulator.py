@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import gevent
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from gevent import socket
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from ccs.testing.pki import TestPKI, make_test_pki
@@ -50,7 +52,11 @@ FAILURES = {
                          "Auth error from APNS or Web Push Service"),
     "unauthenticated": (401, "UNAUTHENTICATED", None,
                         "Request had invalid authentication credentials."),
+    "invalid_package": (400, "INVALID_ARGUMENT", "INVALID_ARGUMENT",
+                        "Invalid package name"),
 }
+VIOLATIONS = {"invalid": "message.token",
+              "invalid_package": "message.android.restricted_package_name"}
 
 
 @dataclass
@@ -97,6 +103,15 @@ def _error(code: int, status: str, message: str, error_code: str | None = None,
 class _Handler(WSGIHandler):
     """pywsgi drops header names with underscores; the IID API needs `access_token_auth`."""
 
+    def handle(self) -> None:
+        # pywsgi writes head and body separately: without NODELAY, Nagle and delayed ACKs
+        # would stall every keep-alive exchange for ~40 ms
+        try:
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        super().handle()
+
     def get_environ(self) -> dict[str, Any]:
         env = super().get_environ()
         env["fcm.access_token_auth"] = self.headers.get("access_token_auth", "")
@@ -108,7 +123,7 @@ class FcmEmulator:
 
     def __init__(self, pki: TestPKI | None = None, project_id: str = "emulated-project", *,
                  host: str = "127.0.0.1", port: int = 0, token_lifetime: int = 3600,
-                 record_limit: int = 100_000) -> None:
+                 record_limit: int = 100_000, clock: Callable[[], float] = time.time) -> None:
         self._tmp = None
         if pki is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="ccs-fcm-emulator-")
@@ -116,6 +131,7 @@ class FcmEmulator:
         self.pki = pki
         self.project_id = project_id
         self.token_lifetime = token_lifetime
+        self.clock = clock  # wall clock for token expiry and JWT times
         self._address = (host, port)
         self._server: WSGIServer | None = None
         self._keys: dict[str, tuple[Any, str]] = {}  # client_email -> (public key, key id)
@@ -317,12 +333,20 @@ class FcmEmulator:
             return 400, {"error": "invalid_grant", "error_description": "Invalid key id"}
         try:
             claims = jwt.decode(assertion, public_key, algorithms=["RS256"],
-                                audience=[self.token_uri, GOOGLE_TOKEN_URI], leeway=60,
-                                options={"require": ["iss", "aud", "iat", "exp"]})
+                                audience=[self.token_uri, GOOGLE_TOKEN_URI],
+                                options={"require": ["iss", "aud", "iat", "exp"],
+                                         "verify_exp": False, "verify_iat": False,
+                                         "verify_nbf": False})
         except jwt.InvalidSignatureError:
             return 400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
         except jwt.PyJWTError as e:
             return 400, {"error": "invalid_grant", "error_description": f"Invalid JWT: {e}"}
+        now = self.clock()
+        if not isinstance(claims["exp"], (int, float)) or claims["exp"] < now - 60:
+            return 400, {"error": "invalid_grant", "error_description": "Invalid JWT: expired"}
+        if not isinstance(claims["iat"], (int, float)) or claims["iat"] > now + 60:
+            return 400, {"error": "invalid_grant",
+                         "error_description": "Invalid JWT: iat is in the future"}
         if claims["exp"] - claims["iat"] > 3600:
             return 400, {"error": "invalid_grant",
                          "error_description": "Invalid JWT: exp more than 1 hour after iat"}
@@ -330,7 +354,7 @@ class FcmEmulator:
         if not any(s in ACCEPTED_SCOPES for s in scopes):
             return 400, {"error": "invalid_scope", "error_description": "No FCM scope"}
         token = "ya29.emu-" + secrets.token_urlsafe(32)
-        self._tokens[token] = time.time() + self.token_lifetime
+        self._tokens[token] = now + self.token_lifetime
         self.tokens_issued += 1
         return 200, {"access_token": token, "expires_in": self.token_lifetime,
                      "token_type": "Bearer"}
@@ -340,7 +364,7 @@ class FcmEmulator:
         if not auth.startswith("Bearer "):
             return False
         expiry = self._tokens.get(auth[7:])
-        return expiry is not None and time.time() < expiry
+        return expiry is not None and self.clock() < expiry
 
     def _send(self, project: str, environ: dict[str, Any], body: bytes) -> tuple:
         if not self._authorized(environ):
@@ -369,7 +393,8 @@ class FcmEmulator:
         script = self._next_failure(target)
         if script is not None:
             code, status, error_code, text = FAILURES[script.kind]
-            violations = [("message.token", text)] if script.kind == "invalid" else None
+            violations = ([(VIOLATIONS[script.kind], text)] if script.kind in VIOLATIONS
+                          else None)
             headers = {"Retry-After": script.retry_after} if script.retry_after else {}
             return (code, _error(code, status, text, error_code, violations), headers, target,
                     error_code or status, msg)
