@@ -367,23 +367,28 @@ class FcmEmulator:
         return expiry is not None and self.clock() < expiry
 
     def _send(self, project: str, environ: dict[str, Any], body: bytes) -> tuple:
-        if not self._authorized(environ):
-            return (401, _error(401, "UNAUTHENTICATED", FAILURES["unauthenticated"][3]), {},
-                    None, "UNAUTHENTICATED", None)
-        if project != self.project_id:
-            return (403, _error(403, "PERMISSION_DENIED", f"Permission denied on project "
-                                f"{project}"), {}, None, "PERMISSION_DENIED", None)
         try:
             request = json.loads(body)
-            msg = check_request(request)
         except ValueError:
+            request = None
+        raw = request.get("message") if isinstance(request, dict) else None
+        raw = raw if isinstance(raw, dict) else None
+        target = None
+        if raw is not None:
+            target = next((raw[k] for k in ("token", "topic", "condition", "fid")
+                           if isinstance(raw.get(k), str)), None)
+        if not self._authorized(environ):
+            return (401, _error(401, "UNAUTHENTICATED", FAILURES["unauthenticated"][3]), {},
+                    target, "UNAUTHENTICATED", raw)
+        if project != self.project_id:
+            return (403, _error(403, "PERMISSION_DENIED", f"Permission denied on project "
+                                f"{project}"), {}, target, "PERMISSION_DENIED", raw)
+        if request is None:
             return (400, _error(400, "INVALID_ARGUMENT", "Invalid JSON payload received."),
                     {}, None, "INVALID_ARGUMENT", None)
+        try:
+            msg = check_request(request)
         except Violation as v:
-            raw = request.get("message") if isinstance(request, dict) else None
-            target = None
-            if isinstance(raw, dict):
-                target = raw.get("token") or raw.get("topic") or raw.get("condition")
             token_field = v.field == "message.token"
             return (400, _error(400, "INVALID_ARGUMENT", v.description,
                                 "INVALID_ARGUMENT" if token_field else None,
