@@ -30,7 +30,8 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from ccs.testing.pki import TestPKI, make_test_pki
 from ccs.tls import server_context
-from http_fallback.fcm.emulator_rules import TOKEN_RE, Violation, check_request
+from http_fallback.fcm import emulator_topics as topics
+from http_fallback.fcm.emulator_rules import Violation, check_request
 
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -86,7 +87,7 @@ class ServiceAccountFile:
     project_id: str
 
 
-def _error(code: int, status: str, message: str, error_code: str | None = None,
+def error_body(code: int, status: str, message: str, error_code: str | None = None,
            violations: list[tuple[str, str]] | None = None) -> dict[str, Any]:
     details: list[dict[str, Any]] = []
     if error_code:
@@ -291,21 +292,26 @@ class FcmEmulator:
         except ValueError:
             length = 0
         body = environ["wsgi.input"].read(length) if length else environ["wsgi.input"].read()
-        if environ["REQUEST_METHOD"] != "POST":
-            status, answer, headers, target, error, msg = 405, _error(
+        method = environ["REQUEST_METHOD"]
+        if path.startswith("/v1/projects/") and "/registrations/" in path:
+            status, answer, target = topics.registration(self, method, path, environ)
+            headers, msg = {}, None
+            error = None if status == 200 else answer["error"]["status"]
+        elif method != "POST":
+            status, answer, headers, target, error, msg = 405, error_body(
                 405, "METHOD_NOT_ALLOWED", "Use POST"), {}, None, "METHOD_NOT_ALLOWED", None
         elif path == "/token":
             status, answer = self._token(body)
             headers, target, msg = {}, None, None
             error = answer.get("error") if status != 200 else None
         elif path.startswith("/iid/v1:"):
-            status, answer = self._iid(path[len("/iid/v1:"):], environ, body)
+            status, answer = topics.iid_batch(self, path[len("/iid/v1:"):], environ, body)
             headers, target, msg, error = {}, None, None, None
         elif path.startswith("/v1/projects/") and path.endswith("/messages:send"):
             project = path[len("/v1/projects/"):-len("/messages:send")]
             status, answer, headers, target, error, msg = self._send(project, environ, body)
         else:
-            status, answer, headers, target, error, msg = 404, _error(
+            status, answer, headers, target, error, msg = 404, error_body(
                 404, "NOT_FOUND", "Not found"), {}, None, "NOT_FOUND", None
         self.seen.append(Seen(at, path, status, target, error, msg))
         data = json.dumps(answer).encode()
@@ -359,7 +365,7 @@ class FcmEmulator:
         return 200, {"access_token": token, "expires_in": self.token_lifetime,
                      "token_type": "Bearer"}
 
-    def _authorized(self, environ: dict[str, Any]) -> bool:
+    def authorized(self, environ: dict[str, Any]) -> bool:
         auth = environ.get("HTTP_AUTHORIZATION", "")
         if not auth.startswith("Bearer "):
             return False
@@ -377,20 +383,20 @@ class FcmEmulator:
         if raw is not None:
             target = next((raw[k] for k in ("token", "topic", "condition", "fid")
                            if isinstance(raw.get(k), str)), None)
-        if not self._authorized(environ):
-            return (401, _error(401, "UNAUTHENTICATED", FAILURES["unauthenticated"][3]), {},
+        if not self.authorized(environ):
+            return (401, error_body(401, "UNAUTHENTICATED", FAILURES["unauthenticated"][3]), {},
                     target, "UNAUTHENTICATED", raw)
         if project != self.project_id:
-            return (403, _error(403, "PERMISSION_DENIED", f"Permission denied on project "
+            return (403, error_body(403, "PERMISSION_DENIED", f"Permission denied on project "
                                 f"{project}"), {}, target, "PERMISSION_DENIED", raw)
         if request is None:
-            return (400, _error(400, "INVALID_ARGUMENT", "Invalid JSON payload received."),
+            return (400, error_body(400, "INVALID_ARGUMENT", "Invalid JSON payload received."),
                     {}, None, "INVALID_ARGUMENT", None)
         try:
             msg = check_request(request)
         except Violation as v:
             token_field = v.field == "message.token"
-            return (400, _error(400, "INVALID_ARGUMENT", v.description,
+            return (400, error_body(400, "INVALID_ARGUMENT", v.description,
                                 "INVALID_ARGUMENT" if token_field else None,
                                 [(v.field, v.description)]), {}, target, "INVALID_ARGUMENT",
                     raw)
@@ -401,7 +407,7 @@ class FcmEmulator:
             violations = ([(VIOLATIONS[script.kind], text)] if script.kind in VIOLATIONS
                           else None)
             headers = {"Retry-After": script.retry_after} if script.retry_after else {}
-            return (code, _error(code, status, text, error_code, violations), headers, target,
+            return (code, error_body(code, status, text, error_code, violations), headers, target,
                     error_code or status, msg)
         if request.get("validate_only"):
             name = f"projects/{self.project_id}/messages/fake_message_id"
@@ -410,42 +416,11 @@ class FcmEmulator:
             name = f"projects/{self.project_id}/messages/0:{self.messages_accepted}"
         return 200, {"name": name}, {}, target, None, msg
 
-    def _iid(self, operation: str, environ: dict[str, Any], body: bytes
-             ) -> tuple[int, dict[str, Any]]:
-        if not self._authorized(environ):
-            return 401, {"error": "Unauthorized"}
-        if environ.get("fcm.access_token_auth", "").lower() != "true":
-            return 401, {"error": "Unauthorized: missing access_token_auth header"}
-        if operation not in ("batchAdd", "batchRemove"):
-            return 404, {"error": "NotFound"}
-        try:
-            request = json.loads(body)
-            topic = request["to"]
-            tokens = request["registration_tokens"]
-        except (ValueError, KeyError, TypeError):
-            return 400, {"error": "InvalidRequest"}
-        if not isinstance(topic, str) or not topic.startswith("/topics/") or len(topic) < 9:
-            return 400, {"error": "InvalidTopicName"}
-        if not isinstance(tokens, list) or not tokens or len(tokens) > 1000:
-            return 400, {"error": "InvalidRequest: 1 to 1000 registration_tokens"}
-        members = self.topics.setdefault(topic[len("/topics/"):], set())
-        results: list[dict[str, str]] = []
-        for token in tokens:
-            script = self._peek_kind(token)
-            if not isinstance(token, str) or not TOKEN_RE.match(token) or script == "invalid":
-                results.append({"error": "INVALID_ARGUMENT"})
-            elif script == "unregistered":
-                results.append({"error": "NOT_FOUND"})
-            else:
-                (members.add if operation == "batchAdd" else members.discard)(token)
-                results.append({})
-        return 200, {"results": results}
-
-    def _peek_kind(self, token: Any) -> str | None:
+    def peek_failure(self, token: Any) -> str | None:
         queue = self._scripts.get(token) if isinstance(token, str) else None
         return queue[0].kind if queue else None
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 429: "Too Many Requests",
+            404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 429: "Too Many Requests",
             500: "Internal Server Error", 503: "Service Unavailable"}
