@@ -168,7 +168,8 @@ class RetryPolicy:
         first = self.quota_delay if code == "QUOTA_EXCEEDED" else self.base_delay
         if code == "QUOTA_EXCEEDED" and retry_after is not None:
             first = min(first, retry_after)
-        backoff = min(self.max_delay, first * 2 ** (attempt - 1)) * (1 + self.jitter * rand)
+        cap = max(self.max_delay, first)  # the cap never undercuts the quota floor
+        backoff = min(cap, first * 2 ** (attempt - 1)) * (1 + self.jitter * rand)
         return max(backoff, retry_after or 0.0)
 
 
