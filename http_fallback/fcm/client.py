@@ -10,10 +10,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import gevent
 from gevent.event import Event
-from gevent.pool import Group
+from gevent.pool import Group, Pool
 from gevent.queue import Queue
 
 from ccs.outcome import Outcome, SendResult, Status, TokenEvent, TokenEventKind
@@ -94,14 +95,13 @@ class FcmClient(Provider):
                                 connect_timeout=config.connect_timeout,
                                 max_connections_per_origin=config.concurrency)
         self._pool = self._http.pool(config.base_url)
-        self._send_path = config.base_url.rstrip("/").split("://", 1)[1].partition("/")[2]
-        self._send_path = ("/" + self._send_path if self._send_path else "") + \
-            protocol.send_path(project)
+        prefix = urlsplit(config.base_url).path.rstrip("/")  # a base URL may carry a path
+        self._send_path = prefix + protocol.send_path(project)
         self._tokens = TokenSource(self.account, self._http, clock=clock,
                                    refresh_margin=config.refresh_margin, timeout=config.timeout)
         self.topics = TopicManager(self._http, self._tokens, config.iid_url)
         self._queue: Queue = Queue(maxsize=config.queue_size)
-        self._workers = Group()
+        self._workers = Pool(config.concurrency)  # this provider's own limit
         self._timers = Group()
         self._jobs: set[_Job] = set()
         self._idle = Event()
