@@ -164,6 +164,10 @@ def test_service_account_file_errors_name_the_field(tmp_path):
     with pytest.raises(ValueError, match="not JSON"):
         path.write_text("{")
         ServiceAccount.load(str(path))
+    path.write_text(json.dumps({"client_email": "a@b", "private_key": "k",
+                                "token_uri": "http://oauth.example.com/token"}))
+    with pytest.raises(ValueError, match="token_uri plain http"):
+        ServiceAccount.load(str(path))
     with pytest.raises(ValueError, match="No such file"):
         ServiceAccount.load(str(tmp_path / "missing.json"))
 

@@ -143,6 +143,9 @@ def test_config_from_env_names_bad_variables(tmp_path):
         FcmConfig.from_env({**env, "CCS_FCM_TYPO": "1"})
     with pytest.raises(ValueError, match="base_url"):
         FcmConfig("/x.json", base_url="ftp://x")
+    with pytest.raises(ValueError, match="iid_url: plain http is allowed on loopback only"):
+        FcmConfig("/x.json", iid_url="http://iid.example.com")
+    assert FcmConfig("/x.json", base_url="http://127.0.0.1:8080").base_url
     with pytest.raises(ValueError, match="retry_deadline"):
         FcmConfig.from_dict({"credentials_file": "/x", "retry_deadline": -1})
     with pytest.raises(ValueError, match="colour"):

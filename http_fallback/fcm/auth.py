@@ -19,6 +19,7 @@ from gevent.event import AsyncResult
 from gevent.pool import Group
 
 from http_fallback.fcm import protocol
+from http_fallback.fcm.config import url_problem
 from http_fallback.transport.http11 import HttpClient, HttpError
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,11 @@ class ServiceAccount:
         for key in ("client_email", "private_key"):
             if not isinstance(info.get(key), str) or not info[key]:
                 raise ValueError(f"{where}: missing {key}")
+        token_uri = info.get("token_uri") or DEFAULT_TOKEN_URI
+        if not isinstance(token_uri, str) or url_problem(token_uri):
+            raise ValueError(f"{where}: token_uri {url_problem(str(token_uri))}")
         return cls(info["client_email"], info["private_key"], info.get("private_key_id"),
-                   info.get("token_uri") or DEFAULT_TOKEN_URI, info.get("project_id"), path)
+                   token_uri, info.get("project_id"), path)
 
 
 class TokenSource:

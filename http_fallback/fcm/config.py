@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from http_fallback.fcm.protocol import RetryPolicy
 
@@ -16,6 +17,19 @@ ENV = {
     "CCS_FCM_CONCURRENCY": "concurrency",
     "CCS_CA_FILE": "ca_file",
 }
+
+
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` may not carry access tokens: https only, plain http only on loopback."""
+    parts = urlsplit(str(url))
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return f"must be an https URL, got {url!r}"
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK:
+        return "plain http is allowed on loopback only (access tokens would travel in clear)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -44,8 +58,9 @@ class FcmConfig:
         if not self.credentials_file:
             raise ValueError("credentials_file: required (CCS_FCM_CREDENTIALS)")
         for name in ("base_url", "iid_url"):
-            if not str(getattr(self, name)).startswith(("https://", "http://")):
-                raise ValueError(f"{name}: must be an http(s) URL")
+            problem = url_problem(getattr(self, name))
+            if problem:
+                raise ValueError(f"{name}: {problem}")
         for name in ("concurrency", "queue_size", "max_attempts"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
