@@ -248,6 +248,28 @@ def test_ttl_passing_before_the_next_try_is_expired(client, emu):
     assert outcome.error == "UNAVAILABLE"
 
 
+def test_ttl_passing_while_queued_is_expired_without_sending(emu, pki):
+    c = client_for(emu, pki, concurrency=1)
+    emu.delay("slow", 0.5)
+    slow = c.send(Message(token="slow"))
+    late = c.send(Message(token="late", android=AndroidConfig(ttl=0.2)))
+    now_or_never = c.send(Message(token="now", android=AndroidConfig(ttl=0)))
+    assert slow.get(10).ok and now_or_never.get(10).ok
+    outcome = late.get(10)
+    assert outcome.status is Status.EXPIRED and outcome.attempts == 0
+    assert sends(emu, "late") == []
+    c.stop()
+
+
+def test_a_slow_answer_times_out_and_is_retried(emu, pki):
+    c = client_for(emu, pki, timeout=0.2, max_attempts=2)
+    emu.delay("slow", 1.0)
+    outcome = c.send(Message(token="slow")).get(10)
+    assert outcome.status is Status.FAILED and outcome.error == "NETWORK_ERROR"
+    assert outcome.retryable and outcome.attempts == 2 and "timeout" in outcome.description
+    c.stop()
+
+
 def test_retry_deadline_ends_in_failed(emu, pki):
     c = client_for(emu, pki, retry_deadline=0.5, retry_base_delay=0.2)
     emu.fail("slow", "unavailable")

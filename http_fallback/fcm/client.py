@@ -238,8 +238,12 @@ class FcmClient(Provider):
                              description=type(e).__name__)
 
     def _attempt(self, job: _Job) -> None:
-        if job.expires_at is not None and job.attempts and time.monotonic() > job.expires_at:
-            self._finish(job, Status.EXPIRED, error="EXPIRED", description="ttl passed")
+        # a ttl of 0 means "now or never": its first try always goes out
+        if job.expires_at is not None and time.monotonic() > job.expires_at \
+                and (job.attempts or job.expires_at > job.first_at):
+            self._finish(job, Status.EXPIRED, error="EXPIRED", retryable=False,
+                         description="ttl passed before the message could be sent",
+                         attempts_made=job.attempts)
             return
         job.attempts += 1
         try:
@@ -315,10 +319,12 @@ class FcmClient(Provider):
 
     def _finish(self, job: _Job, status: Status, *, message_id: str | None = None,
                 error: str | None = None, description: str | None = None,
-                retryable: bool = False, http_status: int | None = None) -> None:
+                retryable: bool = False, http_status: int | None = None,
+                attempts_made: int | None = None) -> None:
         extra = {"http_status": http_status} if http_status else {}
+        attempts = job.attempts if attempts_made is None else attempts_made
         if job.result.resolve(Outcome(status, self.name, job.to, message_id, error, description,
-                                      retryable, None, job.attempts, extra)):
+                                      retryable, None, attempts, extra)):
             self._counts[str(status)] += 1
         self._jobs.discard(job)
         if not self._jobs:

@@ -138,6 +138,7 @@ class FcmEmulator:
         self._keys: dict[str, tuple[Any, str]] = {}  # client_email -> (public key, key id)
         self._tokens: dict[str, float] = {}  # access token -> expiry (time.time())
         self._scripts: dict[str, deque[_Script]] = {}
+        self._delays: dict[str, float] = {}
         self._lock = threading.Lock()
         self.topics: dict[str, set[str]] = {}
         self.seen: deque[Seen] = deque(maxlen=record_limit)
@@ -266,6 +267,13 @@ class FcmEmulator:
         ra = None if retry_after is None else str(retry_after)
         with self._lock:
             self._scripts.setdefault(target, deque()).append(_Script(kind, times, ra))
+
+    def delay(self, target: str, seconds: float) -> None:
+        """Answer every send to `target` only after `seconds` (0 removes the delay)."""
+        if seconds:
+            self._delays[target] = seconds
+        else:
+            self._delays.pop(target, None)
 
     def _next_failure(self, target: str | None) -> _Script | None:
         if target is None:
@@ -401,6 +409,8 @@ class FcmEmulator:
                                 [(v.field, v.description)]), {}, target, "INVALID_ARGUMENT",
                     raw)
         target = msg.get("token") or msg.get("topic") or msg.get("condition") or msg.get("fid")
+        if target in self._delays:
+            gevent.sleep(self._delays[target])  # a slow answer, as scripted
         script = self._next_failure(target)
         if script is not None:
             code, status, error_code, text = FAILURES[script.kind]

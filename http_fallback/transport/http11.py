@@ -18,8 +18,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
-from gevent import select, socket, ssl
+from gevent import socket, ssl
 from gevent.lock import BoundedSemaphore
+from gevent.monkey import get_original
 
 from ccs.tls import client_context
 
@@ -27,6 +28,8 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 _RECV = 65536
+# a zero-timeout poll never blocks; gevent's select would also yield to the hub each time
+_select = get_original("select", "select")
 
 
 class HttpError(Exception):
@@ -103,7 +106,7 @@ class _Connection:
         if self.buf or time.monotonic() - self.idle_since > idle_timeout:
             return False
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
+            readable, _, _ = _select([self.sock], [], [], 0)
         except (OSError, ValueError):
             return False
         return not readable
