@@ -105,11 +105,13 @@ def test_untrusted_key_is_refused_and_reported(emu, pki, tmp_path):
         serialization.NoEncryption()).decode()
     path = tmp_path / "sa.json"
     path.write_text(json.dumps(info))
-    c = client_for(emu, pki, credentials_file=str(path))
-    outcome = c.send(Message(token="x")).get(10)
-    assert outcome.status is Status.FAILED and outcome.error == "AUTH_ERROR"
-    assert "Invalid JWT Signature" in outcome.description
+    c = client_for(emu, pki, credentials_file=str(path), concurrency=4)
+    result = c.send_each([Message(token=f"x{i}") for i in range(40)])
+    assert all(o.status is Status.FAILED and o.error == "AUTH_ERROR" for o in result)
+    assert "Invalid JWT Signature" in result[0].description
     assert not c.healthy() and sends(emu) == []
+    # refused credentials are asked about once, not once per message
+    assert len([s for s in emu.seen if s.path == "/token"]) == 1
     c.stop()
 
 

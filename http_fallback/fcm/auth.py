@@ -77,7 +77,7 @@ class TokenSource:
 
     def __init__(self, account: ServiceAccount, http: HttpClient, *,
                  refresh_margin: float = 225.0, timeout: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 refused_hold: float = 10.0, clock: Callable[[], float] = time.time) -> None:
         self.account = account
         self._http = http
         self._margin = refresh_margin
@@ -88,6 +88,10 @@ class TokenSource:
         except ValueError:
             raise ValueError("service account private_key is not a PEM private key") from None
         self._token: protocol.AccessToken | None = None
+        # refused credentials are not asked about again for `refused_hold` seconds, so a
+        # queue of messages does not turn into a storm of token requests
+        self._refused_hold = refused_hold
+        self._refused: tuple[float, AuthError] | None = None
         self._pending: AsyncResult | None = None
         self._background = Group()
         self.fetches = 0
@@ -123,10 +127,14 @@ class TokenSource:
         pending = self._pending
         if pending is not None:
             return pending.get()
+        if self._refused is not None and self._clock() < self._refused[0]:
+            raise self._refused[1]
         pending = self._pending = AsyncResult()
         try:
             token = self._fetch()
         except AuthError as e:
+            if not e.retryable:
+                self._refused = (self._clock() + self._refused_hold, e)
             pending.set_exception(e)
             raise
         except BaseException as e:  # killed mid-fetch: waiters must not hang

@@ -241,9 +241,8 @@ class FcmClient(Provider):
         # a ttl of 0 means "now or never": its first try always goes out
         if job.expires_at is not None and time.monotonic() > job.expires_at \
                 and (job.attempts or job.expires_at > job.first_at):
-            self._finish(job, Status.EXPIRED, error="EXPIRED", retryable=False,
-                         description="ttl passed before the message could be sent",
-                         attempts_made=job.attempts)
+            self._finish(job, Status.EXPIRED, error="EXPIRED",
+                         description="ttl passed before the message could be sent")
             return
         job.attempts += 1
         try:
@@ -319,12 +318,10 @@ class FcmClient(Provider):
 
     def _finish(self, job: _Job, status: Status, *, message_id: str | None = None,
                 error: str | None = None, description: str | None = None,
-                retryable: bool = False, http_status: int | None = None,
-                attempts_made: int | None = None) -> None:
+                retryable: bool = False, http_status: int | None = None) -> None:
         extra = {"http_status": http_status} if http_status else {}
-        attempts = job.attempts if attempts_made is None else attempts_made
         if job.result.resolve(Outcome(status, self.name, job.to, message_id, error, description,
-                                      retryable, None, attempts, extra)):
+                                      retryable, None, job.attempts, extra)):
             self._counts[str(status)] += 1
         self._jobs.discard(job)
         if not self._jobs:
