@@ -1,8 +1,9 @@
-"""FcmEmulator: FCM HTTP v1, its OAuth token endpoint and the Instance ID topic API on a real
+"""FcmEmulator: FCM HTTP v1, its OAuth token endpoint (emulator_oauth) and the topic APIs
+(emulator_topics) on a real
 HTTPS server on loopback, for our tests, `ccs emulate fcm` and users' own integration tests.
 
 Documented choices where the references are silent: access tokens are opaque random strings;
-the token endpoint accepts the JWT audience as its own URL or Google's; message names are
+message names are
 "projects/<p>/messages/<n>" with a counter; a validate_only send answers
 "projects/<p>/messages/fake_message_id"; tokens must match [A-Za-z0-9_-:.]{1,4096}.
 """
@@ -19,10 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import gevent
-import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from gevent import socket
@@ -30,14 +29,12 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from ccs.testing.pki import TestPKI, make_test_pki
 from ccs.tls import server_context
+from http_fallback.fcm import emulator_oauth as oauth
 from http_fallback.fcm import emulator_topics as topics
 from http_fallback.fcm.emulator_rules import Violation, check_request
 
-GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
-ACCEPTED_SCOPES = ("https://www.googleapis.com/auth/firebase.messaging",
-                   "https://www.googleapis.com/auth/cloud-platform")
 
 # scripted failure kind -> (HTTP status, gRPC status, FcmError errorCode or None, message)
 FAILURES = {
@@ -135,8 +132,8 @@ class FcmEmulator:
         self.clock = clock  # wall clock for token expiry and JWT times
         self._address = (host, port)
         self._server: WSGIServer | None = None
-        self._keys: dict[str, tuple[Any, str]] = {}  # client_email -> (public key, key id)
-        self._tokens: dict[str, float] = {}  # access token -> expiry (time.time())
+        self.keys: dict[str, tuple[Any, str]] = {}  # client_email -> (public key, key id)
+        self.access_tokens: dict[str, float] = {}  # access token -> expiry (time.time())
         self._scripts: dict[str, deque[_Script]] = {}
         self._delays: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -250,11 +247,11 @@ class FcmEmulator:
 
     def trust(self, client_email: str, public_key: Any, key_id: str) -> None:
         """Accept JWT assertions from `client_email` signed by `public_key`."""
-        self._keys[client_email] = (public_key, key_id)
+        self.keys[client_email] = (public_key, key_id)
 
     def revoke_tokens(self) -> None:
         """Forget every access token issued so far: the next send with one gets a 401."""
-        self._tokens.clear()
+        self.access_tokens.clear()
 
     # -- scripted failures -------------------------------------------------------------------
 
@@ -309,7 +306,7 @@ class FcmEmulator:
             status, answer, headers, target, error, msg = 405, error_body(
                 405, "METHOD_NOT_ALLOWED", "Use POST"), {}, None, "METHOD_NOT_ALLOWED", None
         elif path == "/token":
-            status, answer = self._token(body)
+            status, answer = oauth.token_endpoint(self, body)
             headers, target, msg = {}, None, None
             error = answer.get("error") if status != 200 else None
         elif path.startswith("/iid/v1:"):
@@ -328,56 +325,11 @@ class FcmEmulator:
         start_response(f"{status} {_REASONS.get(status, 'Error')}", hdrs)
         return [data]
 
-    def _token(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        form = {k: v[0] for k, v in parse_qs(body.decode("latin-1")).items()}
-        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
-            return 400, {"error": "unsupported_grant_type",
-                         "error_description": "Invalid grant_type"}
-        assertion = form.get("assertion", "")
-        try:
-            claims = jwt.decode(assertion, options={"verify_signature": False})
-            header = jwt.get_unverified_header(assertion)
-        except jwt.PyJWTError:
-            return 400, {"error": "invalid_grant", "error_description": "Malformed assertion"}
-        known = self._keys.get(claims.get("iss", ""))
-        if known is None:
-            return 400, {"error": "invalid_grant", "error_description": "Invalid issuer"}
-        public_key, key_id = known
-        if header.get("alg") != "RS256" or header.get("kid") not in (None, key_id):
-            return 400, {"error": "invalid_grant", "error_description": "Invalid key id"}
-        try:
-            claims = jwt.decode(assertion, public_key, algorithms=["RS256"],
-                                audience=[self.token_uri, GOOGLE_TOKEN_URI],
-                                options={"require": ["iss", "aud", "iat", "exp"],
-                                         "verify_exp": False, "verify_iat": False,
-                                         "verify_nbf": False})
-        except jwt.InvalidSignatureError:
-            return 400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
-        except jwt.PyJWTError as e:
-            return 400, {"error": "invalid_grant", "error_description": f"Invalid JWT: {e}"}
-        now = self.clock()
-        if not isinstance(claims["exp"], (int, float)) or claims["exp"] < now - 60:
-            return 400, {"error": "invalid_grant", "error_description": "Invalid JWT: expired"}
-        if not isinstance(claims["iat"], (int, float)) or claims["iat"] > now + 60:
-            return 400, {"error": "invalid_grant",
-                         "error_description": "Invalid JWT: iat is in the future"}
-        if claims["exp"] - claims["iat"] > 3600:
-            return 400, {"error": "invalid_grant",
-                         "error_description": "Invalid JWT: exp more than 1 hour after iat"}
-        scopes = str(claims.get("scope", "")).split()
-        if not any(s in ACCEPTED_SCOPES for s in scopes):
-            return 400, {"error": "invalid_scope", "error_description": "No FCM scope"}
-        token = "ya29.emu-" + secrets.token_urlsafe(32)
-        self._tokens[token] = now + self.token_lifetime
-        self.tokens_issued += 1
-        return 200, {"access_token": token, "expires_in": self.token_lifetime,
-                     "token_type": "Bearer"}
-
     def authorized(self, environ: dict[str, Any]) -> bool:
         auth = environ.get("HTTP_AUTHORIZATION", "")
         if not auth.startswith("Bearer "):
             return False
-        expiry = self._tokens.get(auth[7:])
+        expiry = self.access_tokens.get(auth[7:])
         return expiry is not None and self.clock() < expiry
 
     def _send(self, project: str, environ: dict[str, Any], body: bytes) -> tuple:
