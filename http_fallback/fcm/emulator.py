@@ -1,10 +1,9 @@
 """FcmEmulator: FCM HTTP v1, its OAuth token endpoint (emulator_oauth) and the topic APIs
-(emulator_topics) on a real
-HTTPS server on loopback, for our tests, `ccs emulate fcm` and users' own integration tests.
+(emulator_topics) on a real HTTPS server on loopback, for our tests, `ccs emulate fcm` and users'
+own integration tests.
 
 Documented choices where the references are silent: access tokens are opaque random strings;
-message names are
-"projects/<p>/messages/<n>" with a counter; a validate_only send answers
+message names are "projects/<p>/messages/0:<n>" with a counter; a validate_only send answers
 "projects/<p>/messages/fake_message_id"; tokens must match [A-Za-z0-9_-:.]{1,4096}.
 """
 
