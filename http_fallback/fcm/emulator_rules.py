@@ -14,7 +14,7 @@ from typing import Any
 STR, BOOL, INT, NUM, STRMAP, STRLIST, DURATION, COLOR, OBJ, LABEL = (
     "string", "bool", "int", "number", "map<string,string>", "repeated string",
     "google.protobuf.Duration", "color", "object", "analytics label")
-DURATION_RE = re.compile(r"^-?\d+(\.\d{0,9})?s$")
+DURATION_RE = re.compile(r"^-?\d+(\.\d{1,9})?s$")
 COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 LABEL_RE = re.compile(r"^[a-zA-Z0-9\-_.~%]{1,50}$")
 TOPIC_RE = re.compile(r"^(/topics/)?[a-zA-Z0-9\-_.~%]+$")
@@ -148,8 +148,9 @@ def check_request(body: Any) -> dict[str, Any]:
     if target == "topic" and not TOPIC_RE.match(msg["topic"]):
         raise Violation("message.topic", "Invalid topic name")
     if target == "condition":
-        named = re.findall(r"'([^']+)'\s+in\s+topics", msg["condition"])
-        rest = re.sub(r"'[^']+'\s+in\s+topics|&&|\|\||[()!\s]", "", msg["condition"])
+        named = re.findall(r"'([a-zA-Z0-9\-_.~%]+)'\s+in\s+topics", msg["condition"])
+        rest = re.sub(r"'[a-zA-Z0-9\-_.~%]+'\s+in\s+topics|&&|\|\||[()!\s]", "",
+                      msg["condition"])
         if not named or rest:
             raise Violation("message.condition", "Invalid condition expression")
         if len(named) > 5:
@@ -168,10 +169,9 @@ def check_request(body: Any) -> dict[str, Any]:
     aps = ((msg.get("apns") or {}).get("payload") or {}).get("aps")
     if aps is not None and not isinstance(aps, dict):
         raise Violation("message.apns.payload.aps", "aps must be a JSON object")
+    # the published limit counts data keys and values; android.data replaces data on Android
     size = max(_data_size(msg.get("data"), "message.data"),
                _data_size(android.get("data"), "message.android.data"))
-    if msg.get("notification"):
-        size += len(json.dumps(msg["notification"]).encode())
     limit = 2048 if target in ("topic", "condition") else 4096
     if size > limit:
         raise Violation("message", f"Message is too big: {size} bytes, limit {limit}")

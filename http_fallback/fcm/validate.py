@@ -6,7 +6,6 @@ fix the input without reading a traceback. The limits are FCM's published ones.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -25,8 +24,25 @@ ANDROID_PRIORITIES = frozenset({"NORMAL", "HIGH"})
 NOTIFICATION_PRIORITIES = frozenset({"PRIORITY_UNSPECIFIED", "PRIORITY_MIN", "PRIORITY_LOW",
                                      "PRIORITY_DEFAULT", "PRIORITY_HIGH", "PRIORITY_MAX"})
 VISIBILITIES = frozenset({"VISIBILITY_UNSPECIFIED", "PRIVATE", "PUBLIC", "SECRET"})
+PROXIES = frozenset({"PROXY_UNSPECIFIED", "ALLOW", "DENY", "IF_PRIORITY_LOWERED"})
 MESSAGE_FIELDS = frozenset({"token", "topic", "condition", "data", "notification", "android",
                             "apns", "webpush", "fcm_options", "fid", "name"})
+NOTIFICATION_FIELDS = frozenset({"title", "body", "image"})
+ANDROID_FIELDS = frozenset({"collapse_key", "priority", "ttl", "restricted_package_name", "data",
+                            "notification", "fcm_options", "direct_boot_ok",
+                            "bandwidth_constrained_ok", "restricted_satellite_ok"})
+ANDROID_NOTIFICATION_FIELDS = frozenset({
+    "title", "body", "icon", "color", "sound", "tag", "click_action", "body_loc_key",
+    "body_loc_args", "title_loc_key", "title_loc_args", "channel_id", "ticker", "sticky",
+    "event_time", "local_only", "notification_priority", "default_sound",
+    "default_vibrate_timings", "default_light_settings", "vibrate_timings", "visibility",
+    "notification_count", "light_settings", "image", "proxy"})
+APNS_FIELDS = frozenset({"headers", "payload", "fcm_options", "live_activity_token"})
+WEBPUSH_FIELDS = frozenset({"headers", "data", "notification", "fcm_options"})
+OPTIONS_FIELDS = {"message": frozenset({"analytics_label"}),
+                  "message.android": frozenset({"analytics_label"}),
+                  "message.apns": frozenset({"analytics_label", "image"}),
+                  "message.webpush": frozenset({"link", "analytics_label"})}
 
 
 class MessageError(ValueError):
@@ -38,9 +54,13 @@ class MessageError(ValueError):
         self.problem = problem
 
 
-def _obj(value: Any, field: str) -> dict[str, Any]:
+def _obj(value: Any, field: str, known: frozenset[str] | None = None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise MessageError(field, "must be an object")
+    if known is not None:
+        unknown = sorted(k for k in value if k not in known)
+        if unknown:
+            raise MessageError(f"{field}.{unknown[0]}", "unknown field")
     return value
 
 
@@ -91,7 +111,7 @@ def _label(parent: dict[str, Any], field: str) -> None:
     options = parent.get("fcm_options")
     if options is None:
         return
-    options = _obj(options, f"{field}.fcm_options")
+    options = _obj(options, f"{field}.fcm_options", OPTIONS_FIELDS[field])
     label = _str(options, "analytics_label", f"{field}.fcm_options")
     if label is not None and not LABEL_RE.match(label):
         raise MessageError(f"{field}.fcm_options.analytics_label",
@@ -141,21 +161,22 @@ def _target(msg: dict[str, Any]) -> str:
 
 def _android(value: Any) -> int:
     field = "message.android"
-    android = _obj(value, field)
+    android = _obj(value, field, ANDROID_FIELDS)
     for key in ("collapse_key", "restricted_package_name"):
         _str(android, key, field)
     _enum(android, "priority", field, ANDROID_PRIORITIES)
     if android.get("ttl") is not None:
         ttl_seconds(android["ttl"])
-    _bool(android, "direct_boot_ok", field)
+    for key in ("direct_boot_ok", "bandwidth_constrained_ok", "restricted_satellite_ok"):
+        _bool(android, key, field)
     size = _data(android["data"], f"{field}.data") if android.get("data") is not None else 0
     _label(android, field)
     note = android.get("notification")
     if note is not None:
         nf = f"{field}.notification"
-        note = _obj(note, nf)
+        note = _obj(note, nf, ANDROID_NOTIFICATION_FIELDS)
         for key in ("title", "body", "icon", "sound", "tag", "click_action", "body_loc_key",
-                    "title_loc_key", "channel_id", "image", "ticker"):
+                    "title_loc_key", "channel_id", "image", "ticker", "event_time"):
             _str(note, key, nf)
         for key in ("body_loc_args", "title_loc_args"):
             _str_list(note, key, nf)
@@ -171,16 +192,39 @@ def _android(value: Any) -> int:
             raise MessageError(f"{nf}.title_loc_key", "is required with title_loc_args")
         _enum(note, "notification_priority", nf, NOTIFICATION_PRIORITIES)
         _enum(note, "visibility", nf, VISIBILITIES)
+        _enum(note, "proxy", nf, PROXIES)
         count = note.get("notification_count")
-        if count is not None and (not isinstance(count, int) or isinstance(count, bool)
-                                  or count < 0):
-            raise MessageError(f"{nf}.notification_count", "must be a non-negative integer")
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool)):
+            raise MessageError(f"{nf}.notification_count", "must be an integer")
+        for i, timing in enumerate(note.get("vibrate_timings") or ()):
+            _duration(timing, f"{nf}.vibrate_timings[{i}]")
+        if note.get("light_settings") is not None:
+            _light(note["light_settings"], f"{nf}.light_settings")
     return size
+
+
+def _duration(value: Any, field: str) -> None:
+    if not isinstance(value, str) or not DURATION_RE.match(value):
+        raise MessageError(field, 'must be a duration such as "0.5s"')
+
+
+def _light(value: Any, field: str) -> None:
+    light = _obj(value, field, frozenset({"color", "light_on_duration", "light_off_duration"}))
+    for key in ("light_on_duration", "light_off_duration"):
+        if light.get(key) is not None:
+            _duration(light[key], f"{field}.{key}")
+    color = light.get("color")
+    if color is not None:
+        color = _obj(color, f"{field}.color", frozenset({"red", "green", "blue", "alpha"}))
+        for key, part in color.items():
+            if isinstance(part, bool) or not isinstance(part, (int, float)) \
+                    or not 0 <= part <= 1:
+                raise MessageError(f"{field}.color.{key}", "must be a number from 0 to 1")
 
 
 def _apns(value: Any) -> None:
     field = "message.apns"
-    apns = _obj(value, field)
+    apns = _obj(value, field, APNS_FIELDS)
     if apns.get("headers") is not None:
         _str_map(apns["headers"], f"{field}.headers")
     payload = apns.get("payload")
@@ -191,11 +235,12 @@ def _apns(value: Any) -> None:
     _label(apns, field)
     if apns.get("fcm_options") is not None:
         _str(apns["fcm_options"], "image", f"{field}.fcm_options")
+    _str(apns, "live_activity_token", field)
 
 
 def _webpush(value: Any) -> None:
     field = "message.webpush"
-    webpush = _obj(value, field)
+    webpush = _obj(value, field, WEBPUSH_FIELDS)
     for key in ("headers", "data"):
         if webpush.get(key) is not None:
             _str_map(webpush[key], f"{field}.{key}")
@@ -203,26 +248,21 @@ def _webpush(value: Any) -> None:
         _obj(webpush["notification"], f"{field}.notification")
     options = webpush.get("fcm_options")
     if options is not None:
-        options = _obj(options, f"{field}.fcm_options")
+        _label(webpush, field)
         link = _str(options, "link", f"{field}.fcm_options")
         if link is not None and not link.startswith("https://"):
             raise MessageError(f"{field}.fcm_options.link", "must be an https URL")
-        _label(webpush, field)
 
 
 def validate_message(msg: Any) -> None:
     """Raise MessageError naming the first bad field of a v1 Message wire dict."""
-    msg = _obj(msg, "message")
-    unknown = sorted(set(msg) - MESSAGE_FIELDS)
-    if unknown:
-        raise MessageError(f"message.{unknown[0]}", "unknown field")
+    msg = _obj(msg, "message", MESSAGE_FIELDS)
     kind = _target(msg)
     size = _data(msg["data"], "message.data") if msg.get("data") is not None else 0
     if msg.get("notification") is not None:
-        note = _obj(msg["notification"], "message.notification")
+        note = _obj(msg["notification"], "message.notification", NOTIFICATION_FIELDS)
         for key in ("title", "body", "image"):
             _str(note, key, "message.notification")
-        size += len(json.dumps(note).encode())
     if msg.get("android") is not None:
         size = max(size, _android(msg["android"]))
     if msg.get("apns") is not None:
