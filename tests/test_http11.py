@@ -241,3 +241,32 @@ def test_body_read_to_close_without_length():
     assert pool.request("GET", "/").body == b"until close"
     assert pool._idle == []
     raw.server.stop()
+
+
+@pytest.mark.parametrize("answer,method,body", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "HEAD", b""),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", "DELETE", b""),
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", "POST",
+     b"hi"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n"
+     b"0\r\nX-Trailer: 1\r\n\r\n", "GET", b"abcde"),
+])
+def test_bodyless_interim_and_chunked_answers_keep_the_connection(answer, method, body):
+    raw = RawServer(lambda n: answer)
+    pool = HttpPool(f"http://127.0.0.1:{raw.server.server_port}", timeout=2)
+    for _ in range(2):
+        r = pool.request(method, "/")
+        assert r.body == body and r.status in (200, 204)
+    assert pool.connections_opened == 1 and raw.requests == 2
+    raw.server.stop()
+
+
+def test_chunked_body_over_the_cap_is_refused():
+    chunk = b"400\r\n" + b"x" * 1024 + b"\r\n"
+    raw = RawServer(lambda n: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    + chunk * 3 + b"0\r\n\r\n")
+    pool = HttpPool(f"http://127.0.0.1:{raw.server.server_port}", max_response_bytes=2048)
+    with pytest.raises(HttpError) as e:
+        pool.request("GET", "/")
+    assert e.value.kind == "too_large" and e.value.response_started
+    raw.server.stop()
