@@ -38,9 +38,16 @@ class Behaviour:
         prefixed = self._rng.random() < self.emu.settings.prefixed_fraction
         return stanzas.gcm_message(payload, prefixed, **attrs)
 
-    def _answer(self, conn: Connection, payload: dict[str, Any], then: Any = None) -> None:
-        self.record.sent.append(Sent(conn.id, payload["message_type"], payload, time.time()))
-        conn.answer(self.gcm(payload), then)
+    def _answer(self, conn: Connection, payload: dict[str, Any],
+                receipt: dict[str, Any] | None = None) -> None:
+        """Queue an ack/nack (held by ack_delay); it is recorded when it goes to the socket."""
+
+        def written() -> None:
+            self.record.sent.append(Sent(conn.id, payload["message_type"], payload, time.time()))
+            if receipt is not None:
+                self.emu.queue_receipt(conn, receipt)
+
+        conn.answer(self.gcm(payload), written)
 
     def nack(self, conn: Connection, msg: dict[str, Any], code: str, description: str) -> None:
         payload = {"message_type": "nack", "message_id": msg.get("message_id"),
@@ -152,13 +159,10 @@ class Behaviour:
                                "message_id": msg["message_id"], "message_type": "ack"}
         if isinstance(to, str) and to in self.emu.script.canonical:
             ack["registration_id"] = self.emu.script.canonical[to]
-        then = None
+        receipt = None
         if msg.get("delivery_receipt_requested") is True and not msg.get("dry_run"):
             receipt = self.receipt(msg)
-
-            def then() -> None:
-                self.emu.queue_receipt(conn, receipt)
-        self._answer(conn, ack, then)
+        self._answer(conn, ack, receipt)
 
     def receipt(self, msg: dict[str, Any]) -> dict[str, Any]:
         mid = msg["message_id"]

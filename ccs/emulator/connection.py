@@ -136,6 +136,9 @@ class Connection:
 
     def _stanza(self, el: ET.Element) -> None:
         state = self.state
+        if self.emu.faults.stall and state != "start":
+            self.emu.record.note(self.emu.record.ignored, self.id, f"stalled: {el.tag}")
+            return
         if state == "ready":
             if el.tag == MESSAGE:
                 self.emu.behaviour.on_message(self, el)
@@ -202,7 +205,8 @@ class Connection:
         self._out_answers += answers
 
     def answer(self, data: bytes, then: Callable[[], None] | None = None) -> None:
-        """Queue an ack/nack now, or after ack_delay through this connection's timer."""
+        """Queue an ack/nack now, or after ack_delay through this connection's timer; `then`
+        runs when it is queued for the socket."""
         delay = self.emu.faults.ack_delay
         if delay <= 0 and not self._heap:
             self.send(data, 1)

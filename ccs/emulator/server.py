@@ -80,6 +80,7 @@ class CcsEmulator:
         self._server: StreamServer | None = None
         self._ctx = server_context(self.pki.cert_file, self.pki.key_file)
         self._wake = Event()
+        self.ticks = 0  # housekeeping rounds done (tests wait on it)
 
     def __repr__(self) -> str:
         return f"<CcsEmulator sender={self.sender_id} {self.host}:{self.port}>"
@@ -310,6 +311,7 @@ class CcsEmulator:
             self._wake.clear()
             try:
                 self._housekeeping(time.monotonic())
+                self.ticks += 1
             except Exception:  # noqa: BLE001 - keep serving; the test will see the log
                 log.exception("emulator housekeeping failed")
 
