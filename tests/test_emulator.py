@@ -4,35 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ccs.emulator import CcsEmulator
-from tests.ccs_raw import RawCcs
-
 SASL = "{urn:ietf:params:xml:ns:xmpp-sasl}"
 
 
-@pytest.fixture
-def make_emu(pki):
-    started: list[CcsEmulator] = []
-    clients: list[RawCcs] = []
-
-    def make(**options):
-        emu = CcsEmulator(sender_id="1234", server_key="secret", pki=pki, **options).start()
-        started.append(emu)
-        return emu
-
-    def client(emu, login=True, **kw):
-        c = RawCcs(emu, **kw)
-        clients.append(c)
-        if login:
-            c.login()
-        return c
-
-    make.client = client
-    yield make
-    for c in clients:
-        c.close()
-    for emu in started:
-        emu.stop()
+pytest_plugins = ["tests.ccs_raw"]  # the make_emu fixture
 
 
 def down(mid, to="tok-1", **fields):

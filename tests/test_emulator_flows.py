@@ -7,34 +7,12 @@ import json
 import pytest
 
 from ccs.emulator import CcsEmulator
-from tests.ccs_raw import CLOSED, RawCcs, gcm_stanza
+from tests.ccs_raw import CLOSED, gcm_stanza
 
 STANZA_TEXT = "{urn:ietf:params:xml:ns:xmpp-stanzas}text"
 
 
-@pytest.fixture
-def make_emu(pki):
-    started: list[CcsEmulator] = []
-    clients: list[RawCcs] = []
-
-    def make(**options):
-        emu = CcsEmulator(sender_id="1234", server_key="secret", pki=pki, **options).start()
-        started.append(emu)
-        return emu
-
-    def client(emu, login=True, resource="test"):
-        c = RawCcs(emu)
-        clients.append(c)
-        if login:
-            c.login(resource)
-        return c
-
-    make.client = client
-    yield make
-    for c in clients:
-        c.close()
-    for emu in started:
-        emu.stop()
+pytest_plugins = ["tests.ccs_raw"]  # the make_emu fixture
 
 
 def down(mid, to="tok-1", **fields):
