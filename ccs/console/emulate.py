@@ -47,7 +47,8 @@ def ccs(host: str, port: int, sender_id: str, server_key: str | None, **options:
 
     key = server_key or secrets.token_urlsafe(24)
     try:
-        emu = CcsEmulator(sender_id=sender_id, server_key=key, host=host, port=port, **options)
+        emu = CcsEmulator(sender_id=sender_id, server_key=key, host=host, port=port,
+                          record_limit=10_000, **options)
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     stop = Event()

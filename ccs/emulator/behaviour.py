@@ -43,7 +43,7 @@ class Behaviour:
         """Queue an ack/nack (held by ack_delay); it is recorded when it goes to the socket."""
 
         def written() -> None:
-            self.record.sent.append(Sent(conn.id, payload["message_type"], payload, time.time()))
+            self.record.add_sent(Sent(conn.id, payload["message_type"], payload, time.time()))
             if receipt is not None:
                 self.emu.queue_receipt(conn, receipt)
 
@@ -98,7 +98,7 @@ class Behaviour:
             self.record.acks_received.append(AckReceived(conn.id, None, "bad", msg, now))
             payload = {"message_type": "nack", "error": "BAD_ACK",
                        "error_description": "Missing Required Field: message_id"}
-            self.record.sent.append(Sent(conn.id, "nack", payload, now))
+            self.record.add_sent(Sent(conn.id, "nack", payload, now))
             conn.send(self.gcm(payload))
             return
         out = self.emu.outstanding.get(mid)

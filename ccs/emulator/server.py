@@ -68,7 +68,7 @@ class CcsEmulator:
         self.pki = pki or make_test_pki()
         self.domain = domain
         self._bind = (host, port)
-        self.record = Record()
+        self.record = Record(limit=self.settings.record_limit)
         self.script = Script()
         self.outstanding: dict[str, Outstanding] = {}
         self.behaviour = Behaviour(self)
@@ -184,7 +184,7 @@ class CcsEmulator:
         conn.draining = True
         conn.drained_at = time.monotonic()
         payload = {"message_type": "control", "control_type": "CONNECTION_DRAINING"}
-        self.record.sent.append(Sent(conn.id, "control", payload, time.time()))
+        self.record.add_sent(Sent(conn.id, "control", payload, time.time()))
         conn.send(self.behaviour.gcm(payload))
         self._wake.set()
 
@@ -251,7 +251,7 @@ class CcsEmulator:
         out.sends += 1
         out.conn_id = conn.id
         out.sent_at = time.monotonic()
-        self.record.sent.append(Sent(conn.id, out.kind, out.payload, time.time(), redelivery))
+        self.record.add_sent(Sent(conn.id, out.kind, out.payload, time.time(), redelivery))
         conn.send(self.behaviour.gcm(out.payload, **out.extra))
         if flush:
             conn.flush()

@@ -47,6 +47,7 @@ class Settings:
     max_stanza: int = 256 * 1024
     max_auth_failures: int = 3  # SASL failures on one stream before it is closed
     seed: int = 0  # for the plain/prefixed choice, so runs repeat
+    record_limit: int | None = None  # bound the record's lists (None: keep everything)
 
     def check(self) -> None:
         if self.flow_violation not in FLOW_ACTIONS:
