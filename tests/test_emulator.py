@@ -260,3 +260,15 @@ def test_ack_delay_holds_answers_and_counts_pending(make_emu):
     ids = [c.next_gcm()["message_id"] for _ in range(5)]
     assert ids == [f"m{i}" for i in range(5)]
     emu.wait_for(lambda: emu.connections[0].pending == 0)
+
+
+def test_connections_per_sender_capped(make_emu):
+    emu = make_emu(max_connections=2)
+    make_emu.client(emu, resource="a")
+    make_emu.client(emu, resource="b")
+    third = make_emu.client(emu, login=False)
+    third.open_stream()
+    third.auth()
+    assert third.closed()
+    assert b"policy-violation" in bytes(third.raw)
+    assert [c.open for c in emu.connections] == [True, True, False]

@@ -7,7 +7,6 @@ the stream through SASL PLAIN, restart, bind and session.
 from __future__ import annotations
 
 import heapq
-import logging
 import socket as stdlib_socket
 import struct
 import time
@@ -32,8 +31,6 @@ from ccs.emulator.xmlstream import (
 
 if TYPE_CHECKING:
     from ccs.emulator.server import CcsEmulator
-
-log = logging.getLogger(__name__)
 
 MESSAGE = f"{{{CLIENT_NS}}}message"
 IQ = f"{{{CLIENT_NS}}}iq"
@@ -164,6 +161,11 @@ class Connection:
             return
         creds = stanzas.decode_plain(el.text or "")
         reason = self.emu.check_credentials(creds)
+        if reason is None and self.emu.authenticated_count() >= self.emu.settings.max_connections:
+            record.note(record.auth_failures, self.id, "too many connections for this sender")
+            self.stream_error("policy-violation",
+                              f"more than {self.emu.settings.max_connections} connections")
+            raise _Closed
         if reason is None:
             assert creds is not None
             record.note(record.auth_ok, self.id, creds[1])

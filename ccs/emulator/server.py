@@ -288,6 +288,10 @@ class CcsEmulator:
             return "wrong server key"
         return None
 
+    def authenticated_count(self) -> int:
+        return sum(1 for c in self._conns.values()
+                   if c.open and c.state in ("authed", "bind", "ready"))
+
     def on_ready(self, conn: Connection) -> None:
         self._wake.set()  # undelivered upstream may now go out
 
