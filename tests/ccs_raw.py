@@ -8,12 +8,10 @@ import json
 from typing import Any
 
 import gevent
-import pytest
 from gevent import socket
 from gevent.queue import Empty, Queue
 from lxml import etree
 
-from ccs.emulator import CcsEmulator
 from ccs.tls import client_context
 
 GCM = "{google:mobile:data}gcm"
@@ -155,29 +153,3 @@ class RawCcs:
         except OSError:
             pass
 
-
-@pytest.fixture
-def make_emu(pki):
-    """make_emu(**options) starts a CcsEmulator (sender 1234, key "secret");
-    make_emu.client(emu) logs a RawCcs in. Everything is stopped after the test."""
-    started: list[CcsEmulator] = []
-    clients: list[RawCcs] = []
-
-    def make(**options):
-        emu = CcsEmulator(sender_id="1234", server_key="secret", pki=pki, **options).start()
-        started.append(emu)
-        return emu
-
-    def client(emu, login=True, resource="test", **kw):
-        c = RawCcs(emu, **kw)
-        clients.append(c)
-        if login:
-            c.login(resource)
-        return c
-
-    make.client = client
-    yield make
-    for c in clients:
-        c.close()
-    for emu in started:
-        emu.stop()

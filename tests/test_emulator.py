@@ -7,7 +7,7 @@ import pytest
 SASL = "{urn:ietf:params:xml:ns:xmpp-sasl}"
 
 
-pytest_plugins = ["tests.ccs_raw"]  # the make_emu fixture
+pytest_plugins = ["tests.emulator_fixtures"]  # the make_emu fixture
 
 
 def down(mid, to="tok-1", **fields):
@@ -251,7 +251,7 @@ def test_unavailable_every(make_emu):
 
 
 def test_ack_delay_holds_answers_and_counts_pending(make_emu):
-    emu = make_emu(ack_delay=0.3)
+    emu = make_emu(ack_delay=1.0)
     c = make_emu.client(emu)
     for i in range(5):
         c.send_gcm(down(f"m{i}"))

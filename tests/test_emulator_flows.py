@@ -12,7 +12,7 @@ from tests.ccs_raw import CLOSED, gcm_stanza
 STANZA_TEXT = "{urn:ietf:params:xml:ns:xmpp-stanzas}text"
 
 
-pytest_plugins = ["tests.ccs_raw"]  # the make_emu fixture
+pytest_plugins = ["tests.emulator_fixtures"]  # the make_emu fixture
 
 
 def down(mid, to="tok-1", **fields):
@@ -43,8 +43,9 @@ def test_receipt_after_ack_and_acked_with_dr2_id(make_emu):
     emu.wait_for(lambda: emu.record.acks_received)
     assert emu.record.acks_received[0].kind == "receipt"
     assert emu.outstanding == {}
+    sent = len(emu.record.of_kind("receipt"))
     let_housekeeping_run(emu)
-    assert len(emu.record.of_kind("receipt")) == 1
+    assert len(emu.record.of_kind("receipt")) == sent
 
 
 def test_unacked_receipt_redelivered(make_emu):
@@ -95,8 +96,9 @@ def test_upstream_delivered_and_acked(make_emu):
     c.ack(payload)
     emu.wait_for(lambda: emu.record.acks_received)
     assert emu.record.acks_received[0].kind == "upstream"
+    sent = len(emu.record.of_kind("upstream"))
     let_housekeeping_run(emu)
-    assert len(emu.record.of_kind("upstream")) == 1
+    assert len(emu.record.of_kind("upstream")) == sent
 
 
 def test_upstream_waits_for_a_connection(make_emu):
@@ -107,7 +109,7 @@ def test_upstream_waits_for_a_connection(make_emu):
 
 
 def test_unacked_upstream_redelivered_on_another_connection(make_emu):
-    emu = make_emu(upstream_redeliver=0.05)
+    emu = make_emu(upstream_redeliver=30)
     first = make_emu.client(emu, resource="one")
     mid = emu.send_upstream("dev-1", {"a": "1"})
     got = first.next_gcm()
@@ -119,6 +121,8 @@ def test_unacked_upstream_redelivered_on_another_connection(make_emu):
     assert err.find("{jabber:client}error").get("code") == "406"
     assert "not sent over this connection" in err.findtext(".//" + STANZA_TEXT)
     first.close()
+    emu.wait_for(lambda: not emu.connections[0].open)
+    emu.settings.upstream_redeliver = 0.05
     again = second.next_gcm()
     assert again["message_id"] == mid
     assert emu.record.of_kind("upstream")[-1].redelivery
@@ -134,7 +138,7 @@ def test_ack_for_unknown_id_gets_406(make_emu):
 
 # draining -----------------------------------------------------------------------------------
 def test_drain_control_then_closed_after_pending_answered(make_emu):
-    emu = make_emu(ack_delay=0.2, drain_grace=0.05)
+    emu = make_emu(ack_delay=1.0, drain_grace=0.05)
     c = make_emu.client(emu)
     c.send_gcm(down("m1"))
     emu.wait_for(lambda: emu.connections[0].pending == 1)
@@ -259,3 +263,15 @@ def test_unknown_option_is_an_error_naming_it(pki):
         CcsEmulator(pki=pki, ack_dealy=1)
     with pytest.raises(ValueError, match="drain_after"):
         CcsEmulator(pki=pki, drain_after=0)
+
+
+def test_receipt_delay_sends_receipt_later_on_same_connection(make_emu):
+    emu = make_emu(receipt_delay=0.1)
+    first = make_emu.client(emu, resource="one")
+    make_emu.client(emu, resource="two")
+    first.send_gcm(down("m1", delivery_receipt_requested=True))
+    assert first.next_gcm()["message_type"] == "ack"
+    assert emu.record.of_kind("receipt") == []
+    receipt = first.next_gcm()
+    assert receipt["message_id"] == "dr2:m1"
+    assert emu.record.of_kind("receipt")[0].conn_id == emu.record.downstream[0].conn_id

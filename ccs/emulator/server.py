@@ -128,6 +128,10 @@ class CcsEmulator:
         return self._server.address[1]
 
     @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    @property
     def ca_file(self) -> str:
         return self.pki.ca_file
 
@@ -229,6 +233,7 @@ class CcsEmulator:
         delay = self.settings.receipt_delay
         if delay > 0:
             out.due = time.monotonic() + delay
+            out.conn_id = conn.id  # first choice when it falls due
             self._wake.set()
         else:
             self._deliver(out, conn, flush=False)  # goes out in the same write as its ack
