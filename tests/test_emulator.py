@@ -272,3 +272,16 @@ def test_connections_per_sender_capped(make_emu):
     assert third.closed()
     assert b"policy-violation" in bytes(third.raw)
     assert [c.open for c in emu.connections] == [True, True, False]
+
+
+def test_bind_without_resource_gets_one_assigned(make_emu):
+    emu = make_emu()
+    c = make_emu.client(emu, login=False)
+    c.open_stream()
+    c.auth()
+    c._new_parser()
+    c.open_stream()
+    c.send(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    jid = c.next().findtext(".//{urn:ietf:params:xml:ns:xmpp-bind}jid")
+    bare, _, resource = jid.partition("/")
+    assert bare == "1234@gcm.googleapis.com" and resource

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ccs.emulator.record import Record
 from ccs.emulator.rules import Rejection, Script, check_downstream
@@ -93,3 +95,17 @@ def test_bounded_record_keeps_newest_and_totals():
     assert r.downstream_ids() == ["3", "4", "4"]
     assert r.totals["downstream"] == 6
     assert r.duplicates == 1
+
+
+@given(st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=30))
+def test_any_chunking_gives_the_same_stanzas(cuts):
+    data = HEADER + PLAIN + PREFIXED + PLAIN + b"</stream:stream>"
+    parser = StreamParser()
+    events, pos = [], 0
+    for cut in cuts:
+        events += parser.feed(data[pos:pos + cut])
+        pos += cut
+    events += parser.feed(data[pos:])
+    texts = [gcm_text(e.element) for e in events if isinstance(e, StanzaReceived)]
+    assert texts == ['{"a":"<&>"}', "{}", '{"a":"<&>"}']
+    assert isinstance(events[-1], StreamClosed)
