@@ -1,6 +1,6 @@
 """What the emulated CCS does with each gcm message a client sends: ack, nack, errors, receipts.
 
-Order of decisions for a downstream message: stall, JSON, message_id, flow control, drop_after,
+Order of decisions for a downstream message: JSON, message_id, flow control, drop_after,
 draining, field validation, unavailable_every, scripted token error, then ack (with a canonical
 registration_id if scripted) and, when asked for, a delivery receipt.
 """
@@ -57,15 +57,12 @@ class Behaviour:
         self._answer(conn, payload)
 
     def stanza_error(self, conn: Connection, el: ET.Element, code: str, condition: str,
-                     text: str, answers: int = 0) -> None:
+                     text: str) -> None:
         self.record.note(self.record.stanza_errors, conn.id, f"{code} {text}")
-        conn.send(stanzas.message_error(el, code, "modify", condition, text), answers)
+        conn.send(stanzas.message_error(el, code, "modify", condition, text))
 
     # dispatch ------------------------------------------------------------------------------
     def on_message(self, conn: Connection, el: ET.Element) -> None:
-        if self.emu.faults.stall:
-            self.record.note(self.record.ignored, conn.id, "stalled")
-            return
         if el.get("type") == "error":
             self.record.note(self.record.ignored, conn.id, "error stanza from client")
             return
