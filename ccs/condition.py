@@ -45,6 +45,8 @@ def _tokens(text: str) -> list[tuple[str, str]]:
         kind = m.lastgroup or "bad"
         value = m.group(kind)
         if kind == "bad":
+            if value in "'\"":
+                raise ConditionError(f"unterminated quote at offset {m.start(kind)}")
             if value in "!&|":
                 raise ConditionError(f"unsupported operator at offset {m.start(kind)}")
             raise ConditionError(f"unexpected {value!r} at offset {m.start(kind)}")

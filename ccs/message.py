@@ -81,7 +81,7 @@ def new_message_id() -> str:
 
 
 def _field_name(key: Any) -> str:
-    return key if isinstance(key, str) else repr(key)
+    return key if isinstance(key, str) and key else repr(key)
 
 
 def _str_size(value: Any) -> int:

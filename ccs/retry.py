@@ -249,7 +249,7 @@ class TargetThrottle:
         self._entries[target] = (level, ready, forget)
         heapq.heappush(self._heap, (forget, target))
         if len(self._entries) > self.max_entries:
-            self._evict()
+            self._evict(keep=target)
         if len(self._heap) > 2 * len(self._entries) + 64:
             self._heap = [(e[2], t) for t, e in self._entries.items()]
             heapq.heapify(self._heap)
@@ -275,11 +275,18 @@ class TargetThrottle:
             if entry is not None and entry[2] == forget:
                 del entries[target]
 
-    def _evict(self) -> None:
-        """Over max_entries: drop the entries closest to being forgotten."""
+    def _evict(self, keep: str) -> None:
+        """Over max_entries: drop the entries closest to being forgotten, except `keep`."""
         heap, entries = self._heap, self._entries
+        kept: list[tuple[float, str]] = []
         while len(entries) > self.max_entries and heap:
-            forget, target = heapq.heappop(heap)
-            entry = entries.get(target)
-            if entry is not None and entry[2] == forget:
-                del entries[target]
+            item = heapq.heappop(heap)
+            entry = entries.get(item[1])
+            if entry is None or entry[2] != item[0]:
+                continue
+            if item[1] == keep:
+                kept.append(item)
+            else:
+                del entries[item[1]]
+        for item in kept:
+            heapq.heappush(heap, item)
