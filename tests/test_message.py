@@ -384,3 +384,17 @@ def test_payload_size_is_utf8_bytes(data):
     expected = sum(len(k.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8",
                    "surrogatepass")) for k, v in data.items())
     assert payload_size({"data": data}) == expected
+
+
+def test_str_and_int_subclasses_are_taken():
+    from enum import IntEnum, StrEnum
+
+    class Priority(StrEnum):
+        HIGH = "high"
+
+    class Ttl(IntEnum):
+        HOUR = 3600
+
+    out = validate_downstream(msg(priority=Priority.HIGH, time_to_live=Ttl.HOUR))
+    assert out["priority"] == "high"
+    assert type(out["time_to_live"]) is int and out["time_to_live"] == 3600
