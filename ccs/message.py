@@ -3,7 +3,7 @@
 A message is the JSON object carried inside CCS's ``<gcm>`` element. ``validate_downstream``
 checks it against GCM's server reference (table 1), PROTOCOLS.md section 1 and FCM's send guide,
 and raises InvalidMessage naming the offending field. It is on the hot path: a typical message
-(token, id, three data pairs, title and body) validates in about 3.4 us on the reference machine
+(token, id, three data pairs, title and body) validates in about 3.2 us on the reference machine
 (Python 3.11; scripts/bench_message.py measures it).
 """
 
@@ -101,9 +101,12 @@ def payload_size(message: Mapping[str, Any]) -> int:
     total = 0
     for part in ("data", "notification"):
         obj = message.get(part)
-        if isinstance(obj, Mapping):
+        if obj and isinstance(obj, Mapping):
             for k, v in obj.items():
-                total += _str_size(k) + _str_size(v)
+                if type(v) is str and type(k) is str and k.isascii() and v.isascii():
+                    total += len(k) + len(v)  # the common case, without encoding
+                else:
+                    total += _str_size(k) + _str_size(v)
     return total
 
 
