@@ -71,6 +71,9 @@ _STANZA_CONDITIONS: dict[str, NackClass] = {
     "bad-request": _FINAL,
     "not-acceptable": _FINAL,  # 406: acks for messages not sent over this connection
     "jid-malformed": _FINAL,
+    "not-allowed": _FINAL,  # 405
+    "forbidden": _FINAL,  # 403
+    "not-authorized": _FINAL,  # 401
     "feature-not-implemented": _FINAL,
     "service-unavailable": _RETRY,
     "internal-server-error": _RETRY,
@@ -79,7 +82,6 @@ _STANZA_CONDITIONS: dict[str, NackClass] = {
 }
 _STANZA_CODES: dict[int, NackClass] = {
     400: _FINAL,
-    406: _FINAL,
     500: _RETRY,
     502: _RETRY,
     503: _RETRY,
@@ -186,7 +188,11 @@ class RetryPolicy:
         time_to_live: int | None,
         rand: float,
     ) -> RetryDecision:
-        """Decide after a nack; `attempt` counts the sends so far (1 after the first nack)."""
+        """Decide after a nack; `attempt` counts the sends so far (1 after the first nack).
+
+        For THROTTLE_TARGET the caller also feeds TargetThrottle and sends no earlier than
+        max(now + delay, its ready_at): this decision covers the message, that one the target.
+        """
         action = classify_nack(code).action
         if action is NackAction.FINAL:
             return RetryDecision(False, 0.0, Status.FAILED, code)

@@ -384,3 +384,32 @@ def test_payload_size_is_utf8_bytes(data):
     expected = sum(len(k.encode("utf-8", "surrogatepass")) + len(v.encode("utf-8",
                    "surrogatepass")) for k, v in data.items())
     assert payload_size({"data": data}) == expected
+
+
+def test_str_and_int_subclasses_are_taken():
+    from enum import IntEnum, StrEnum
+
+    class Priority(StrEnum):
+        HIGH = "high"
+
+    class Ttl(IntEnum):
+        HOUR = 3600
+
+    out = validate_downstream(msg(priority=Priority.HIGH, time_to_live=Ttl.HOUR))
+    assert out["priority"] == "high"
+    assert type(out["time_to_live"]) is int and out["time_to_live"] == 3600
+
+
+@settings(max_examples=400, deadline=None)
+@given(valid_messages, targets, known_keys | st.text(max_size=6), json_values | note_values)
+def test_one_bad_field_is_named_or_accepted(message, target, key, value):
+    message = {**message, **target, key: value}
+    try:
+        out = validate_downstream(message)
+    except InvalidMessage as e:
+        # the error names the changed field (or the target rule / payload size it broke)
+        top = e.field.split(".")[0].split("[")[0]
+        assert e.field in (key, repr(key)) or top in (key, "to", "message_id", "data",
+                                                      "notification")
+    else:
+        assert out == {k: v for k, v in message.items() if v is not None} or key == "time_to_live"
