@@ -246,14 +246,6 @@ def test_invalid_messages_are_refused_naming_the_field(emu, bad, field):
     assert emu.record.downstream == []
 
 
-def test_stanza_error_for_a_message_fails_it(emu):
-    # A message the emulator cannot parse as CCS JSON comes back as a stanza error / nack.
-    emu.set_token_error("x", "INVALID_JSON")
-    with client_for(emu) as client:
-        out = client.send(build_message("x")).get(timeout=5)
-    assert out.status is Status.FAILED
-
-
 def test_stop_resolves_everything(emu):
     emu.set_faults(stall=True)
     with client_for(emu) as client:
