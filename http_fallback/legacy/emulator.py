@@ -166,7 +166,8 @@ class LegacyEmulator(HttpEmulator):
         result = self._one(target, msg)
         ok = "message_id" in result
         return _json_reply({"multicast_id": next(self._ids) * 1000 + 7, "success": int(ok),
-                            "failure": int(not ok), "canonical_ids": int("registration_id" in result),
+                            "failure": int(not ok),
+                            "canonical_ids": int("registration_id" in result),
                             "results": [result]})
 
     def _plain(self, body: bytes) -> Reply:

@@ -106,7 +106,8 @@ def parse_answer(msg: LegacyMessage, status: int, body: bytes, *, plain_text: bo
     if status == 400:
         return Answer(AnswerKind.BAD_REQUEST, status, description=_text(body) or "bad request")
     if 500 <= status <= 599:
-        return Answer(AnswerKind.UNAVAILABLE, status, retry_after=parse_retry_after(retry_after, now),
+        return Answer(AnswerKind.UNAVAILABLE, status,
+                      retry_after=parse_retry_after(retry_after, now),
                       description=_text(body) or f"HTTP {status}")
     if status != 200:
         return Answer(AnswerKind.UNEXPECTED, status, description=f"HTTP {status}: {_text(body)}")
