@@ -58,9 +58,11 @@ class Delivery:
 class MpnsEmulator(HttpEmulator):
     """Channels are made with new_channel(); unknown URIs answer 404 Expired."""
 
-    def __init__(self, *, daily_limit: int = 500, **kwargs: Any) -> None:
+    def __init__(self, *, daily_limit: int = 500, auto_channels: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.daily_limit = daily_limit
+        self.auto_channels = auto_channels  # unknown channel URIs become new subscriptions
         self.channels: dict[str, Channel] = {}
         self.delivered: list[Delivery] = []
         self.by_channel: dict[str, list[Delivery]] = defaultdict(list)
@@ -90,6 +92,10 @@ class MpnsEmulator(HttpEmulator):
     def handle(self, request: SeenRequest) -> Reply:
         parts = request.path.strip("/").split("/")
         channel = self.channels.get(parts[-1]) if len(parts) == 3 else None
+        if channel is None and self.auto_channels and len(parts) == 3 and parts[1] == "01.00" \
+                and parts[0] in ("throttledthirdparty", "unthrottledthirdparty"):
+            channel = self.channels[parts[2]] = Channel(
+                parts[2], authenticated=parts[0] == "unthrottledthirdparty")
         if channel is None or channel.expired:
             return _answer(404, "Dropped", "Expired", "Connected")
         if request.method != "POST":
@@ -138,8 +144,9 @@ class MpnsEmulator(HttpEmulator):
                 return "X-MessageID: not a UUID", None
         if len(request.body) > MAX_PAYLOAD_BYTES:
             return f"payload is {len(request.body)} bytes; at most {MAX_PAYLOAD_BYTES}", None
+        uri = self.origin + request.path
         if kind == "raw":
-            return None, Delivery(self.origin + request.path, kind, klass, message_id, request.body, {})
+            return None, Delivery(uri, kind, klass, message_id, request.body, {})
         ctype = (request.header("content-type") or "").split(";")[0].strip().lower()
         if ctype != "text/xml":
             return f"Content-Type: {ctype!r}; toast and tile need text/xml", None
@@ -160,7 +167,7 @@ class MpnsEmulator(HttpEmulator):
             name = child.tag[len(NS):]
             fields[name] = {"Action": "Clear"} if child.get("Action") == "Clear" else (
                 child.text or "")
-        return None, Delivery(self.origin + request.path, kind, klass, message_id, request.body, fields)
+        return None, Delivery(uri, kind, klass, message_id, request.body, fields)
 
 
 def _answer(status: int, note: str | None, sub: str | None, conn: str | None) -> Reply:
