@@ -15,6 +15,7 @@ from http_fallback.c2dm.client import C2dmClient, C2dmConfig
 from http_fallback.c2dm.emulator import C2dmEmulator
 from http_fallback.c2dm.model import C2dmMessage, MessageError
 from http_fallback.c2dm.protocol import Action
+from http_fallback.emulator_base import HttpEmulator, Reply
 from http_fallback.retry_policy import Backoff
 from http_fallback.transport.http11 import HttpClient
 from tests.helpers import wait_until
@@ -210,6 +211,29 @@ def test_bad_tokens_and_big_messages_are_dropped(emu, client):
     assert [(e.kind, e.token) for e in client.events] == [
         (TokenEventKind.INVALID, "bad"), (TokenEventKind.UNREGISTERED, "gone")]
     assert len(emu.requests_to("/c2dm/send")) == 3  # dropped, not retried
+
+
+class CallbackReceiver(HttpEmulator):
+    """The app's end of node2dm's bad-token webhook."""
+
+    def handle(self, request):
+        return Reply(200, b"ok")
+
+
+def test_bad_token_callback_posts_token_body_and_secret(emu, pki, tmp_path):
+    with CallbackReceiver(ssl_context=server_context(pki.cert_file, pki.key_file)) as hook:
+        c = make_client(emu, pki, tmp_path, callback_url=hook.origin + "/bad-token",
+                        callback_secret="hook-secret")
+        emu.unregistered.add("gone")
+        emu.script("busy", "DeviceQuotaExceeded")
+        assert c.send(msg("gone", data={"text": "hello"})).get(timeout=5).error == "NotRegistered"
+        assert c.send(msg("busy")).get(timeout=5).error == "DeviceQuotaExceeded"
+        wait_until(lambda: len(hook.requests) == 1, what="callback")
+        c.stop()
+    assert "hook-secret" not in repr(c.config)
+    assert len(hook.requests) == 1  # rate limiting is not a bad token
+    assert form(hook.requests[0]) == {"device_token": "gone", "message_body": '{"text":"hello"}',
+                                      "shared_secret": "hook-secret"}
 
 
 def test_bad_credentials_fail_the_message_and_never_log_secrets(emu, pki, tmp_path, caplog):

@@ -19,7 +19,7 @@ import gevent
 from gevent.pool import Group
 from gevent.queue import Queue
 
-from ccs.outcome import Outcome, SendResult, Status, TokenEvent
+from ccs.outcome import Outcome, SendResult, Status, TokenEvent, TokenEventKind
 from ccs.provider import Provider
 from http_fallback.c2dm import protocol
 from http_fallback.c2dm.model import C2dmMessage
@@ -46,6 +46,9 @@ class C2dmConfig:
     blacklist_seconds: float = 3600.0
     backoff: Backoff = Backoff(attempts=10)
     timeout: float = 30.0
+    # node2dm's bad-token webhook: POST device_token, message_body, shared_secret
+    callback_url: str | None = None
+    callback_secret: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if not self.email:
@@ -59,7 +62,7 @@ class C2dmConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> C2dmConfig:
         """CCS_C2DM_URL, CCS_C2DM_LOGIN_URL, CCS_C2DM_EMAIL, CCS_C2DM_PASSWORD, CCS_C2DM_SOURCE,
-        CCS_C2DM_QUOTA_LOCK, CCS_CA_FILE."""
+        CCS_C2DM_QUOTA_LOCK, CCS_C2DM_CALLBACK_URL, CCS_C2DM_CALLBACK_SECRET, CCS_CA_FILE."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {
             "url": env.get("CCS_C2DM_URL") or DEFAULT_URL,
@@ -69,6 +72,8 @@ class C2dmConfig:
             "source": env.get("CCS_C2DM_SOURCE") or "ccs-gateway",
             "quota_lock_path": env.get("CCS_C2DM_QUOTA_LOCK") or "quota.lock",
             "ca_file": env.get("CCS_CA_FILE") or None,
+            "callback_url": env.get("CCS_C2DM_CALLBACK_URL") or None,
+            "callback_secret": env.get("CCS_C2DM_CALLBACK_SECRET", ""),
         }
         values.update(overrides)
         return cls(**values)
@@ -252,9 +257,24 @@ class C2dmClient(Provider):
         if answer.event is not None:
             self.token_events.emit(TokenEvent(answer.event, self.name, msg.registration_id,
                                               reason=answer.error, message_id=msg.id))
+            if answer.event is not TokenEventKind.RATE_LIMITED and self.config.callback_url:
+                self._group.spawn(self._bad_token_callback, msg)
         retryable = answer.action in (Action.QUOTA_STOP, Action.BLACKLIST)
         self._resolve(result, msg, Status.FAILED, answer.error, retryable=retryable,
                       attempts=attempts, extra=extra, description=f"C2DM: {answer.action}")
+
+    def _bad_token_callback(self, msg: C2dmMessage) -> None:
+        """node2dm's webhook for a bad token; one try, as node2dm did, failures logged."""
+        body = protocol.encode_callback(msg, self.config.callback_secret)
+        try:
+            response = self._http.request("POST", self.config.callback_url,
+                                          {"Content-Type": protocol.FORM_TYPE}, body,
+                                          timeout=self.config.timeout)
+        except Exception as exc:
+            log.warning("c2dm: bad-token callback failed: %s", type(exc).__name__)
+            return
+        if response.status >= 300:
+            log.warning("c2dm: bad-token callback answered HTTP %s", response.status)
 
     def _write_quota_lock(self) -> None:
         path = self.config.quota_lock_path

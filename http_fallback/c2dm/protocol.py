@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from dataclasses import dataclass
 from enum import StrEnum
@@ -52,6 +53,13 @@ def encode_send(msg: C2dmMessage) -> bytes:
     if msg.delay_while_idle:
         fields.append(("delay_while_idle", "1"))
     return urllib.parse.urlencode(fields).encode()
+
+
+def encode_callback(msg: C2dmMessage, shared_secret: str) -> bytes:
+    """node2dm's bad-token webhook form; message_body is the data as compact JSON."""
+    body = json.dumps(msg.data, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return urllib.parse.urlencode({"device_token": msg.registration_id, "message_body": body,
+                                   "shared_secret": shared_secret}).encode()
 
 
 class Action(StrEnum):

@@ -133,6 +133,7 @@ class MpnsClient(Provider):
             until = self.held_until(msg.channel_uri)
             if until is not None:
                 error = self._held[msg.channel_uri][1]
+                self._counts["failed"] += 1
                 result.resolve(self._outcome(msg, Status.FAILED, error, 0, retryable=True,
                                              description="channel resting; not sent",
                                              extra={"held_until": until}))
