@@ -159,6 +159,26 @@ def test_5xx_honours_retry_after(emu, client):
     assert second.at - first.at >= 1.0
 
 
+def test_retry_after_on_a_200_with_unavailable_results(emu, client):
+    emu.script("d", "Unavailable")
+    emu.retry_after_on_unavailable = 1
+    outcomes = [r.get(timeout=5) for r in client.send_multicast(
+        LegacyMessage(registration_ids=["a", "d"]))]
+    assert [o.ok for o in outcomes] == [True, True]
+    first, second = emu.requests
+    assert second.at - first.at >= 1.0
+
+
+def test_no_retry_after_the_time_to_live(emu, client):
+    emu.fail_next(503, retry_after=30)
+    outcome = client.send(LegacyMessage(to="tok", time_to_live=2)).get(timeout=5)
+    assert (outcome.status, outcome.error, outcome.attempts) == (Status.EXPIRED, "Expired", 1)
+    assert len(emu.requests) == 1
+    emu.script("t0", "Unavailable")
+    now_or_never = client.send(LegacyMessage(to="t0", time_to_live=0)).get(timeout=5)
+    assert now_or_never.status is Status.EXPIRED
+
+
 def test_exponential_backoff_then_retries_used_up(emu, client):
     emu.fail_next(500, times=10)
     outcome = client.send(LegacyMessage(to="tok")).get(timeout=5)

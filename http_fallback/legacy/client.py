@@ -130,6 +130,9 @@ class LegacyClient(Provider):
         tokens = message.targets
         pending = list(range(len(tokens)))
         attempts = 0
+        # no retry starts after the message's time to live has run out
+        expires = (time.monotonic() + message.time_to_live
+                   if message.time_to_live is not None else None)
         try:
             while pending:
                 attempts += 1
@@ -146,16 +149,29 @@ class LegacyClient(Provider):
                     else:
                         self._finish(message, tokens[index], results[index], verdict, attempts)
                 pending = retry
-                if pending:
-                    self._counts["retries"] += 1
-                    gevent.sleep(self.config.backoff.delay(attempts, answer.retry_after,
-                                                           self._random.random()))
+                if not pending:
+                    break
+                delay = self.config.backoff.delay(attempts, answer.retry_after,
+                                                  self._random.random())
+                if expires is not None and time.monotonic() + delay > expires:
+                    for index in pending:
+                        self._expire(message, tokens[index], results[index], attempts)
+                    pending = []
+                    break
+                self._counts["retries"] += 1
+                gevent.sleep(delay)
         finally:
             for index in pending:
                 results[index].resolve(Outcome(
                     Status.UNKNOWN if attempts else Status.FAILED, self.name, tokens[index],
                     message.id, "ProviderStopped", "stopped before a final answer",
                     retryable=True, attempts=attempts))
+
+    def _expire(self, message: LegacyMessage, token: str, result: SendResult,
+                attempts: int) -> None:
+        self._counts["expired"] = self._counts.get("expired", 0) + 1
+        result.resolve(Outcome(Status.EXPIRED, self.name, token, message.id, "Expired",
+                               "time_to_live ran out before a retry", attempts=attempts))
 
     def _request(self, sub: LegacyMessage) -> protocol.Answer:
         plain = self.config.plain_text

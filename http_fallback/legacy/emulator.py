@@ -58,6 +58,7 @@ class LegacyEmulator(HttpEmulator):
         self._scripted: dict[str, deque[str]] = defaultdict(deque)
         self._failures: deque[tuple[int, int | None]] = deque()
         self._ids = itertools.count(1)
+        self.retry_after_on_unavailable: int | None = None  # Retry-After on 200 + Unavailable
 
     @property
     def url(self) -> str:
@@ -90,11 +91,13 @@ class LegacyEmulator(HttpEmulator):
             return Reply(status, b"Service Unavailable", headers)
         ctype = (request.header("content-type") or "").lower()
         try:
-            if ctype.startswith("application/json"):
-                return self._json(request.body)
-            return self._plain(request.body)
+            reply = self._json(request.body) if ctype.startswith("application/json") \
+                else self._plain(request.body)
         except _BadRequest as exc:
             return Reply(400, str(exc).encode(), {"Content-Type": "text/plain"})
+        if self.retry_after_on_unavailable is not None and b"Unavailable" in reply.body:
+            reply.headers["Retry-After"] = str(self.retry_after_on_unavailable)
+        return reply
 
     def _message_id(self) -> str:
         return f"0:{next(self._ids)}%emulator"

@@ -5,6 +5,7 @@ Nothing here does I/O or reads a clock: the caller hands in status, body, Retry-
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.parse
 from dataclasses import dataclass, field
@@ -111,7 +112,10 @@ def parse_answer(msg: LegacyMessage, status: int, body: bytes, *, plain_text: bo
                       description=_text(body) or f"HTTP {status}")
     if status != 200:
         return Answer(AnswerKind.UNEXPECTED, status, description=f"HTTP {status}: {_text(body)}")
-    return _parse_plain(msg, body) if plain_text else _parse_json(msg, body)
+    answer = _parse_plain(msg, body) if plain_text else _parse_json(msg, body)
+    # table 11: a 200 carrying Unavailable may come with Retry-After too
+    delay = parse_retry_after(retry_after, now)
+    return answer if delay is None else dataclasses.replace(answer, retry_after=delay)
 
 
 def _text(body: bytes) -> str:
