@@ -10,6 +10,8 @@ from typing import Any
 
 from gevent import pywsgi
 
+from ccs.outcome import Listeners
+
 log = logging.getLogger(__name__)
 
 REASONS = {
@@ -61,6 +63,7 @@ class HttpEmulator:
         self._ssl_context = ssl_context
         self._server: pywsgi.WSGIServer | None = None
         self.requests: list[SeenRequest] = []
+        self.seen = Listeners()  # observers called with each SeenRequest as it arrives
 
     # lifecycle
     def start(self) -> HttpEmulator:
@@ -122,6 +125,7 @@ class HttpEmulator:
                            path=environ.get("PATH_INFO", ""), query=environ.get("QUERY_STRING", ""),
                            headers=headers, body=body, peer_cert=environ.get("ccs.peer_cert"))
         self.requests.append(seen)
+        self.seen.emit(seen)
         try:
             reply = self.handle(seen)
         except Exception:

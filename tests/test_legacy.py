@@ -294,6 +294,8 @@ def test_emulator_answers_400_to_bad_json(emu, pki, body, needle):
 
 
 def test_emulator_checks_key_method_and_path(emu, pki):
+    heard = []
+    emu.seen.add(lambda seen: heard.append((seen.method, seen.path)))
     http = HttpClient(ca_file=pki.ca_file)
     headers = {"Content-Type": "application/json"}
     assert http.request("POST", emu.url, headers, b'{"to": "a"}').status == 401
@@ -302,3 +304,5 @@ def test_emulator_checks_key_method_and_path(emu, pki):
     assert http.request("POST", emu.origin + "/other", auth, b"{}").status == 404
     assert http.request("POST", emu.origin + "/gcm/send", auth, b'{"to": "a"}').status == 200
     http.close()
+    assert heard == [("POST", "/fcm/send"), ("GET", "/fcm/send"), ("POST", "/other"),
+                     ("POST", "/gcm/send")]
