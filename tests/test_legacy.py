@@ -204,6 +204,17 @@ def test_401_and_400_are_final(emu, pki):
     good.stop()
 
 
+def test_tls_is_verified(emu):
+    untrusting = LegacyClient(LegacyConfig(server_key=KEY, url=emu.url,
+                                           backoff=Backoff(attempts=1)))
+    untrusting.start()
+    outcome = untrusting.send(LegacyMessage(to="tok")).get(timeout=5)
+    untrusting.stop()
+    assert (outcome.error, outcome.retryable) == ("ConnectionError", True)
+    assert "tls" in outcome.description.lower() or "certificate" in outcome.description.lower()
+    assert not emu.requests and not untrusting.healthy()
+
+
 def test_plain_text_client(emu, pki):
     c, events = make_client(emu, pki, plain_text=True)
     emu.canonical["old"] = "new"

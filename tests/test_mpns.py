@@ -151,6 +151,8 @@ def test_judging_answers():
         strict = MpnsPolicy(delete_channel_on_400=True, delete_channel_on_401=True)
         assert answer(status, policy=strict).should_delete_channel
     assert answer(405).error == "MethodNotAllowed" and not answer(405).retryable
+    assert answer(200, "Suppressed", "Active", "Connected").status is Status.OK
+    assert answer(200, "Dropped", "Active", "Connected").error == "Dropped"
 
 
 # --- client against the emulator ----------------------------------------------------------
@@ -247,6 +249,17 @@ def test_queue_full_and_503_are_retried_honouring_retry_after(emu, client):
     full = client.send(MpnsMessage(uri, Toast("b"))).get(timeout=5)
     assert (full.error, full.retryable, full.attempts) == ("QueueFull", True, 3)
     assert full.extra["notificationStatus"] == "QueueFull"
+
+
+def test_plain_http_channels(pki):
+    with MpnsEmulator() as emu:  # unauthenticated MPNS channels were plain http
+        assert emu.origin.startswith("http://")
+        c = make_client(pki, cert=False)
+        ok = c.send(MpnsMessage(emu.new_channel(), Toast("a"))).get(timeout=5)
+        denied = c.send(MpnsMessage(emu.new_channel(authenticated=True), Toast("a"))).get(5)
+        c.stop()
+    assert ok.ok
+    assert denied.error == "Unauthorized"
 
 
 def test_config_from_env():
