@@ -59,3 +59,12 @@ def ccs(host: str, port: int, sender_id: str, server_key: str | None, **options:
         click.echo(json.dumps(line))
         sys.stdout.flush()
         stop.wait()
+
+
+def _register_retired() -> None:
+    from ccs.console.emulate_retired import register
+
+    register(emulate)
+
+
+_register_retired()
