@@ -15,16 +15,18 @@ from tests.helpers import ROOT, ccs_env, run_ccs
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_emulate_ccs_prints_json_serves_and_stops(sig):
+def test_emulate_ccs_prints_json_serves_and_stops(sig, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "ccs", "emulate", "ccs", "--port", "0", "--sender-id", "42",
+         "--pki-dir", str(tmp_path / "pki"),
          "--server-key", "k3y", "--ack-delay", "0.01", "--drain-after", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ccs_env(), cwd=ROOT)
     try:
         info = json.loads(proc.stdout.readline())
         assert set(info) >= {"host", "port", "ca_file", "sender_id", "server_key"}
         assert (info["host"], info["sender_id"], info["server_key"]) == ("127.0.0.1", "42", "k3y")
-        assert info["port"] > 0
+        assert info["port"] > 0 and info["emulator"] == "ccs"
+        assert info["ca_file"] == str(tmp_path / "pki" / "ca.pem")
         client = RawCcs(SimpleNamespace(**info))
         assert client.login() == "42@gcm.googleapis.com/test"
         for mid in ("a", "b"):
