@@ -286,3 +286,14 @@ def test_works_under_monkey_patching():
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["ok", "20"]
+
+
+def test_stop_reports_unanswered_messages_as_unknown(emu):
+    with client_for(emu) as client:
+        assert client.wait_ready(5)
+        emu.set_faults(stall=True)
+        result = client.send(build_message("in-flight"))
+        wait_until(lambda: client.stats()["in_flight"] == 1, what="the message in flight")
+        client.stop(timeout=0.2)
+    out = result.get(timeout=1)
+    assert out.status is Status.UNKNOWN and out.attempts == 1
