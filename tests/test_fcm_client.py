@@ -116,7 +116,10 @@ def test_send_each_returns_outcomes_in_input_order(client, emu):
         emu.fail(t, "unavailable", times=2)
     for t in tokens[20:30]:
         emu.fail(t, "unregistered")
+    observed = []
+    client.outcomes.add(observed.append)
     result = client.send_each([Message(token=t, data={"i": t}) for t in tokens])
+    assert sorted(o.to for o in observed) == sorted(tokens)
     assert [o.to for o in result] == tokens
     assert [o.status for o in result[:20]] == [Status.OK] * 20
     assert all(o.attempts == 3 for o in result[:20])
@@ -324,3 +327,34 @@ def test_many_concurrent_sends_share_a_few_connections(emu, pki):
     assert all(j.value.ok for j in jobs)
     assert c.stats()["connections_opened"] <= 8
     c.stop()
+
+
+MONKEY_SCRIPT = """
+from gevent import monkey; monkey.patch_all()
+import threading
+from http_fallback.fcm import FcmClient, FcmConfig, Message
+from http_fallback.fcm.emulator import FcmEmulator
+with FcmEmulator(project_id="patched") as emu:
+    emu.fail("t3", "unavailable", times=1)
+    c = FcmClient(FcmConfig(emu.credentials_file, base_url=emu.url, ca_file=emu.pki.ca_file,
+                            retry_base_delay=0.01))
+    out = []
+    # a plain thread (a greenlet, once patched) sending, as a patched app would
+    t = threading.Thread(target=lambda: out.extend(
+        c.send_each([Message(token=f"t{i}") for i in range(20)])))
+    t.start(); t.join()
+    c.stop(2)
+print(",".join(sorted({str(o.status) for o in out})), len(out), out[3].attempts)
+"""
+
+
+def test_works_under_monkey_patching():
+    import subprocess
+    import sys
+
+    from tests.helpers import ccs_env
+
+    res = subprocess.run([sys.executable, "-c", MONKEY_SCRIPT], env=ccs_env(),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["ok", "20", "2"]

@@ -17,7 +17,7 @@ from gevent.event import Event
 from gevent.pool import Group, Pool
 from gevent.queue import Queue
 
-from ccs.outcome import Outcome, SendResult, Status, TokenEvent, TokenEventKind
+from ccs.outcome import Listeners, Outcome, SendResult, Status, TokenEvent, TokenEventKind
 from ccs.provider import Provider
 from http_fallback.fcm import protocol
 from http_fallback.fcm.auth import AuthError, ServiceAccount, TokenSource
@@ -109,6 +109,7 @@ class FcmClient(Provider):
         self._started = False
         self._stopping = False
         self._auth_failed: str | None = None
+        self.outcomes = Listeners()  # every Outcome, for metrics and logs (observers)
         self._counts = {"accepted": 0, "ok": 0, "failed": 0, "expired": 0, "unknown": 0,
                         "requests": 0, "retries": 0, "reauths": 0}
 
@@ -320,9 +321,12 @@ class FcmClient(Provider):
                 error: str | None = None, description: str | None = None,
                 retryable: bool = False, http_status: int | None = None) -> None:
         extra = {"http_status": http_status} if http_status else {}
-        if job.result.resolve(Outcome(status, self.name, job.to, message_id, error, description,
-                                      retryable, None, job.attempts, extra)):
+        outcome = Outcome(status, self.name, job.to, message_id, error, description, retryable,
+                          None, job.attempts, extra)
+        if job.result.resolve(outcome):
             self._counts[str(status)] += 1
+            if self.outcomes:
+                self.outcomes.emit(outcome)
         self._jobs.discard(job)
         if not self._jobs:
             self._idle.set()
