@@ -48,12 +48,27 @@ def test_token_refreshed_early_in_background_then_when_expired(pki):
         assert c.send(Message(token="a")).get(10).ok
         assert emu.tokens_issued == 1
         clock.now += 3600 - 200  # inside the refresh margin: old token still used
-        assert c.send(Message(token="b")).get(10).ok
+        assert c.send_each([Message(token=f"b{i}") for i in range(30)]).success_count == 30
         wait_until(lambda: emu.tokens_issued == 2, what="background refresh")
+        assert all(s.status == 200 for s in emu.seen) and c.stats()["token_fetches"] == 2
         clock.now += 3600 + 10  # past expiry of the second token: wait for a new one
         assert c.send(Message(token="c")).get(10).ok
         assert emu.tokens_issued == 3
         assert all(s.status == 200 for s in emu.seen)
+        c.stop()
+
+
+def test_a_failing_background_refresh_keeps_the_old_token_without_a_storm(pki):
+    clock = Clock()
+    with FcmEmulator(pki, "proj-a", clock=clock) as emu:
+        c = client_for(emu, pki, clock=clock, refresh_margin=300)
+        assert c.send(Message(token="a")).get(10).ok
+        emu.keys.clear()  # the token endpoint now refuses our assertion
+        clock.now += 3600 - 200
+        for i in range(20):
+            assert c.send(Message(token=f"b{i}")).get(10).ok
+        token_requests = [s for s in emu.seen if s.path == "/token"]
+        assert [s.status for s in token_requests] == [200, 400]
         c.stop()
 
 

@@ -92,6 +92,7 @@ class TokenSource:
         # queue of messages does not turn into a storm of token requests
         self._refused_hold = refused_hold
         self._refused: tuple[float, AuthError] | None = None
+        self._quiet_until = 0.0  # no background refresh before this (after one failed)
         self._pending: AsyncResult | None = None
         self._background = Group()
         self.fetches = 0
@@ -104,7 +105,8 @@ class TokenSource:
         token = self._token
         now = self._clock()
         if token is not None and now < token.expires_at - 1:
-            if now >= token.refresh_at and self._pending is None:
+            if now >= max(token.refresh_at, self._quiet_until) and self._pending is None \
+                    and not len(self._background):
                 self._background.spawn(self._quiet_refresh)
             return token.value
         return self._refresh().value
@@ -121,6 +123,10 @@ class TokenSource:
         try:
             self._refresh()
         except AuthError as e:
+            # the old token still works: try again later, not on every send
+            token = self._token
+            left = token.expires_at - self._clock() if token else 0
+            self._quiet_until = self._clock() + min(30.0, max(left, 0) / 4)
             log.warning("background token refresh failed: %s", e)
 
     def _refresh(self) -> protocol.AccessToken:
