@@ -1,0 +1,5 @@
+"""Apple Push Notification service: the HTTP/2 client, its emulator, the binary interface."""
+
+from http_fallback.apns.model import Alert, Notification, NotificationError, PushType
+
+__all__ = ["Alert", "Notification", "NotificationError", "PushType"]
