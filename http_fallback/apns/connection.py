@@ -110,7 +110,10 @@ class ApnsConnection:
             pool.requeue(req)
         self.held.clear()
         for sid, req in sorted(self.streams.items()):
-            if self.goaway_last is not None and sid > self.goaway_last:
+            if self.server_limit is None:
+                # no server preface ever came (e.g. TLS alert after the handshake): unprocessed
+                pool.retry_now(req, "ConnectionFailed", self.close_reason or "no SETTINGS")
+            elif self.goaway_last is not None and sid > self.goaway_last:
                 pool.retry_now(req, "GoAway", f"not processed (GOAWAY last_stream_id "
                                f"{self.goaway_last}: {self.close_reason})")
             else:
@@ -177,6 +180,7 @@ class ApnsConnection:
                 conn.send_data(sid, body, end_stream=True)
                 req.sent_at = now
                 req.attempts += 1
+                req.r_headers, req.r_body = None, b""
                 self.streams[sid] = req
                 sent.append(req)
 

@@ -107,7 +107,7 @@ class ApnsPool:
     def stop(self, timeout: float = 10.0) -> None:
         self.running = False
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and (self.queue.qsize() or self.in_flight()):
+        while time.monotonic() < deadline and self._busy():
             gevent.sleep(0.01)
         for conn in self.connections:
             if conn is not None:
@@ -122,6 +122,10 @@ class ApnsPool:
         while self.queue.qsize():
             self._fail(self.queue.get_nowait(), "Stopped", "the client stopped before sending",
                        retryable=True)
+
+    def _busy(self) -> bool:
+        return bool(self.in_flight() or self.waiting_retry
+                    or any(not r.result.ready() for r in self.queue.queue))
 
     def in_flight(self) -> int:
         return sum(len(c.streams) for c in self.connections if c is not None)
@@ -257,7 +261,6 @@ class ApnsPool:
     def retry_now(self, req: Request, reason: str, description: str) -> None:
         """Not processed by the server (REFUSED_STREAM, above GOAWAY): send again elsewhere."""
         req.unprocessed += 1
-        req.r_headers, req.r_body = None, b""
         if time.monotonic() < req.deadline:
             self.counts["retried"] += 1
             self.requeue(req)
