@@ -9,7 +9,6 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from ccs.outcome import Status, TokenEventKind
 from http_fallback.apns.model import Notification
 from tests.apns_support import TOPIC, Clock, client, emulator, token
-from tests.helpers import wait_until
 
 
 @pytest.fixture

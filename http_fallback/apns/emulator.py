@@ -284,6 +284,8 @@ class ApnsEmulator:
 
     def _send(self, conn: _Conn, replies: list[tuple[int, int, bytes, bytes]]) -> None:
         h2 = conn.h2
+        if not replies:
+            return
         with conn.lock:
             try:
                 for sid, status, apns_id, body in replies:
