@@ -25,7 +25,6 @@ from gevent.pool import Group
 from gevent.server import StreamServer
 from h2 import events as ev
 from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
@@ -33,6 +32,7 @@ from h2.settings import SettingCodes, Settings
 from ccs.testing.pki import TestPKI
 from ccs.tls import server_context
 from http_fallback.apns.emulator_rules import STATUS_OF, check_request
+from http_fallback.transport.h2conn import FastH2Connection
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Seen:
 
 
 class _Conn:
-    def __init__(self, number: int, sock: Any, h2: H2Connection) -> None:
+    def __init__(self, number: int, sock: Any, h2: FastH2Connection) -> None:
         self.number = number
         self.sock = sock
         self.h2 = h2
@@ -204,7 +204,7 @@ class ApnsEmulator:
             return
         self._count += 1
         number = self._count
-        h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None,
+        h2 = FastH2Connection(H2Configuration(client_side=False, header_encoding=None,
                                           validate_outbound_headers=False))
         limit = 1 if not self.cert_auth else self.max_streams
         h2.local_settings = Settings(client=False, initial_values={
