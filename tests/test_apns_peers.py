@@ -8,6 +8,8 @@ import sys
 from gevent import subprocess as gsubprocess
 
 from ccs.outcome import Status
+from http_fallback.apns.binary.client import BinaryClient
+from http_fallback.apns.binary.feedback import Feedback
 from http_fallback.apns.client import ApnsClient
 from http_fallback.apns.config import ApnsConfig
 from http_fallback.apns.model import Notification
@@ -46,6 +48,17 @@ def test_ccs_emulate_apns_serves_our_client(tmp_path):
         with ApnsClient(cfg) as c:
             out = c.send(Notification(device=token(5), alert="hi")).get(10)
             assert out.status is Status.OK
+        legacy = ApnsConfig(ca_file=info["ca_file"], cert_file=info["client_cert_file"],
+                            key_for_cert=info["client_key_file"], legacy_host=info["host"],
+                            legacy_port=info["binary_port"], feedback_host=info["host"],
+                            feedback_port=info["feedback_port"])
+        binary = BinaryClient.from_config(legacy, quiet_period=0.05)
+        binary.start()
+        try:
+            assert binary.send(Notification(device="ab" * 32, alert="hi")).get(10).ok
+        finally:
+            binary.stop()
+        assert Feedback.from_config(legacy).poll() == []
     finally:
         proc.terminate()
         assert proc.wait(10) == 0

@@ -290,6 +290,9 @@ class ApnsConnection:
             for req in reqs:
                 self.pool.unknown(req, "Timeout", "no answer before the request deadline")
             self.slot.set()
+        if self.closing and not self.streams:
+            self.close(self.close_reason or "closing")
+            return
         if self.ping_sent_at is not None:
             if now - self.ping_sent_at > cfg.ping_timeout:
                 self.close("PING not answered", failed=True, goaway=False)

@@ -19,6 +19,7 @@ from gevent.pool import Group
 from gevent.queue import Queue
 
 from ccs.outcome import Listeners, Outcome, SendResult, Status, TokenEvent, TokenEventKind
+from http_fallback.apns.auth import certificate_context
 from http_fallback.apns.binary.cache import SentCache
 from http_fallback.apns.binary.frames import (
     ERROR_SIZE,
@@ -29,11 +30,19 @@ from http_fallback.apns.binary.frames import (
     encode_frame,
     parse_error,
 )
+from http_fallback.apns.config import ApnsConfig
 from http_fallback.apns.model import Notification, NotificationError
 from http_fallback.apns.protocol import backoff, encode_payload
 from http_fallback.transport.h2conn import TransportError, open_tls
 
 VIA = "apns-binary"
+
+
+def _context(config: ApnsConfig) -> ssl.SSLContext:
+    return certificate_context(
+        ca_file=config.ca_file, cert_file=config.cert_file, key_file=config.key_for_cert,
+        passphrase=config.passphrase, cert_data=config.cert_data, pfx_file=config.pfx_file,
+        pfx_data=config.pfx_data)
 
 
 class _Item:
@@ -73,6 +82,11 @@ class BinaryClient:
         self._ids = itertools.count(1)
         self._group = Group()
         self._running = False
+
+    @classmethod
+    def from_config(cls, config: ApnsConfig, **kw: Any) -> BinaryClient:
+        """The gateway from ApnsConfig (legacy_host/port), with its certificate."""
+        return cls(config.legacy_host, config.legacy_port, _context(config), **kw)
 
     def start(self) -> None:
         if not self._running:

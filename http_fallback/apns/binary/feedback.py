@@ -13,6 +13,7 @@ from gevent import ssl
 from gevent.pool import Group
 
 from http_fallback.apns.binary.frames import parse_feedback
+from http_fallback.apns.config import ApnsConfig
 from http_fallback.transport.h2conn import TransportError, open_tls
 
 
@@ -29,6 +30,13 @@ class Feedback:
         self.server_hostname, self.timeout = server_hostname, timeout
         self.last_error: str | None = None
         self._group = Group()
+
+    @classmethod
+    def from_config(cls, config: ApnsConfig, **kw: Any) -> Feedback:
+        """The feedback service from ApnsConfig (feedback_host/port), with its certificate."""
+        from http_fallback.apns.binary.client import _context
+
+        return cls(config.feedback_host, config.feedback_port, _context(config), **kw)
 
     def poll(self) -> list[tuple[int, str]]:
         """Read the list once; errors are kept in last_error and give an empty list."""
