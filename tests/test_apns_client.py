@@ -32,6 +32,7 @@ def test_accepted_has_apns_id_and_emulator_saw_request(emu):
         assert seen.headers["apns-id"] == out.message_id and seen.token == token(1)
         assert seen.topic == TOPIC and seen.payload["aps"]["alert"] == "Hi 😀"
         assert seen.headers["apns-collapse-id"] == "c1" and "authorization" not in seen.headers
+        assert {":path", "authorization"} <= seen.never_indexed  # as Apple asks
     finally:
         c.stop()
 

@@ -28,6 +28,7 @@ from h2.config import H2Configuration
 from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
+from hpack import NeverIndexedHeaderTuple
 
 from ccs.testing.pki import TestPKI
 from ccs.tls import server_context
@@ -52,6 +53,7 @@ class Seen:
     payload: Any
     status: int
     reason: str | None
+    never_indexed: frozenset[str] = frozenset()  # names sent as never-indexed literals
     at: float = field(default_factory=time.time)
 
 
@@ -346,7 +348,9 @@ class ApnsEmulator:
             self.seen.append(Seen(conn.number, sid, tok, topic,
                                   {k.decode(): v.decode("utf-8", "replace") for k, v in headers
                                    if k != b"authorization"},
-                                  payload, status, reason))
+                                  payload, status, reason,
+                                  frozenset(k.decode() for k, _ in (h for h in headers
+                                            if isinstance(h, NeverIndexedHeaderTuple)))))
         out = b""
         if reason is not None:
             doc: dict[str, Any] = {"reason": reason}
