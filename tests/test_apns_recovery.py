@@ -82,6 +82,22 @@ def test_idle_connection_is_pinged_then_closed(pki):
             c.stop()
 
 
+def test_unanswered_ping_closes_the_connection(pki):
+    with emulator(pki) as emu:
+        c = client(emu, ping_interval=0.05, ping_timeout=0.2)
+        drops = []
+        c.events.disconnected.add(drops.append)
+        try:
+            assert c.send(note(1)).get(10).ok
+            emu.freeze()
+            wait_until(lambda: drops, what="ping timeout")
+            assert drops[0].reason == "PING not answered"
+            emu.thaw()
+            assert c.send(note(2)).get(10).ok
+        finally:
+            c.stop()
+
+
 def test_reconnect_backs_off(pki):
     with emulator(pki) as emu:
         c = client(emu, reconnect_base=0.05, request_timeout=10)

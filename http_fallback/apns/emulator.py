@@ -20,6 +20,7 @@ from typing import Any
 import gevent
 import jwt
 from gevent import ssl
+from gevent.event import Event
 from gevent.lock import Semaphore
 from gevent.pool import Group
 from gevent.server import StreamServer
@@ -107,6 +108,8 @@ class ApnsEmulator:
         self.max_active = 0
         self.handshake_failures = 0
         self._conns: dict[int, _Conn] = {}
+        self._thaw = Event()
+        self._thaw.set()
         self._count = 0
         self._group = Group()
         self._server: StreamServer | None = None
@@ -160,6 +163,13 @@ class ApnsEmulator:
         """Keep replies back until release() (streams stay open)."""
         self.holding = True
 
+    def freeze(self) -> None:
+        """Stop reading from every connection (no replies, no PING acks) until thaw()."""
+        self._thaw.clear()
+
+    def thaw(self) -> None:
+        self._thaw.set()
+
     def held_streams(self) -> list[tuple[int, int]]:
         return sorted((c.number, h[0]) for c in self._conns.values() for h in c.held)
 
@@ -207,7 +217,7 @@ class ApnsEmulator:
         self._count += 1
         number = self._count
         h2 = FastH2Connection(H2Configuration(client_side=False, header_encoding=None,
-                                          validate_outbound_headers=False))
+                                              validate_outbound_headers=False), huffman=False)
         limit = 1 if not self.cert_auth else self.max_streams
         h2.local_settings = Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: limit})
@@ -219,6 +229,7 @@ class ApnsEmulator:
                 h2.initiate_connection()
                 sock.sendall(h2.data_to_send())
             while True:
+                self._thaw.wait()
                 data = sock.recv(65536)
                 if not data:
                     return
