@@ -168,3 +168,28 @@ def test_stop_resolves_everything(pki):
         outs = [r.get(1) for r in results]
         assert {o.status for o in outs} <= {Status.UNKNOWN, Status.FAILED}
         assert sum(o.status is Status.UNKNOWN for o in outs) == 1  # the one on the wire
+
+
+def test_unreachable_server_fails_by_deadline(pki):
+    from gevent import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+
+    class Nowhere:
+        ca_file = pki.ca_file
+
+    Nowhere.port = port
+    c = client(Nowhere, request_timeout=0.3, reconnect_base=0.05)
+    failures = []
+    c.events.connect_failed.add(failures.append)
+    try:
+        out = c.send(note(1)).get(5)
+        assert out.status is Status.FAILED and out.error == "Timeout" and out.retryable
+        assert "refused" in out.description.lower() and failures
+        wait_until(lambda: c.pool.queue.qsize() == 0, what="stale request dropped")
+        assert not c.healthy()
+    finally:
+        c.stop()

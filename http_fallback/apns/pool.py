@@ -140,6 +140,9 @@ class ApnsPool:
             self.queue.peek()  # connect only when there is work
             if not self.running:
                 return
+            if self.queue.peek().result.ready():  # expired while waiting: not work
+                self.queue.get_nowait()
+                continue
             conn = ApnsConnection(self, number)
             self.counts["connects"] += 1
             try:
