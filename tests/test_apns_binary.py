@@ -150,3 +150,21 @@ def test_feedback_poll_and_interval(pki, gateway):
         assert [(1_600_000_200, "dd" * 32)] in batches
     finally:
         polled.cancel()
+
+
+def test_shutdown_confirms_up_to_its_identifier(pki, gateway):
+    client = BinaryClient("127.0.0.1", gateway.gateway_port, context(pki), quiet_period=30,
+                          reconnect_base=0.01)
+    client.start()
+    try:
+        results = [client.send(Notification(device=f"{i:02x}" * 32, alert="x"))
+                   for i in range(1, 4)]
+        wait_until(lambda: len(gateway.seen) == 3, what="3 frames")
+        gateway.shutdown()
+        outs = [r.get(10) for r in results]
+        assert all(o.ok and o.extra["confirmed"] for o in outs)
+        client.send(Notification(device=TOK, alert="after"))
+        wait_until(lambda: len(gateway.seen) == 4, what="sent on a new connection")
+        assert gateway.seen[-1].connection == 2 and gateway.seen[-1].token == TOK
+    finally:
+        client.stop(timeout=0.1)

@@ -193,3 +193,13 @@ def test_unreachable_server_fails_by_deadline(pki):
         assert not c.healthy()
     finally:
         c.stop()
+
+
+def test_delayed_replies_still_arrive(pki):
+    with emulator(pki, response_delay=0.05, max_concurrent_streams=10) as emu:
+        c = client(emu)
+        try:
+            results = [c.send(note(i)) for i in range(10)]
+            assert all(r.get(10).ok for r in results)
+        finally:
+            c.stop()
