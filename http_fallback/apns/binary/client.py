@@ -159,6 +159,9 @@ class BinaryClient:
         try:
             while not closed.is_set():
                 it = self._front.popleft() if self._front else self._queue.get()
+                if closed.is_set():  # this connection ended while we waited
+                    self._front.appendleft(it)
+                    return
                 if it.result.ready():
                     continue
                 ident = next(self._ids)
