@@ -83,6 +83,17 @@ def test_invalid_notification_never_reaches_the_wire(emu):
         c.stop()
 
 
+def test_dict_messages(emu):
+    c = client(emu)
+    try:
+        out = c.send({"device": token(1), "alert": {"title": "T", "body": "B"}}).get(10)
+        assert out.ok and emu.seen[-1].payload["aps"]["alert"] == {"title": "T", "body": "B"}
+        out = c.send({"device": token(1), "colour": "red"}).get(10)
+        assert out.error == "InvalidNotification" and "colour" in out.description
+    finally:
+        c.stop()
+
+
 def test_retryable_and_backoff_reasons_are_retried(emu):
     c = client(emu, retries=3)
     rate = []

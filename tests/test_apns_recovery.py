@@ -116,7 +116,7 @@ def test_reconnect_backs_off(pki):
 
 def test_no_answer_before_deadline_is_unknown(pki):
     with emulator(pki) as emu:
-        c = client(emu, request_timeout=0.3)
+        c = client(emu, request_timeout=1.0)
         try:
             assert c.send(note(1)).get(10).ok
             emu.hold()

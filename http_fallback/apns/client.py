@@ -11,7 +11,7 @@ from ccs.provider import Provider
 from ccs.tls import client_context
 from http_fallback.apns.auth import TokenSigner, certificate_context
 from http_fallback.apns.config import ApnsConfig
-from http_fallback.apns.model import Notification, NotificationError
+from http_fallback.apns.model import Alert, Notification, NotificationError
 from http_fallback.apns.pool import VIA, ApnsEvents, ApnsPool
 from http_fallback.apns.protocol import Prepared, prepare
 
@@ -66,13 +66,17 @@ class ApnsClient(Provider):
         """Check a notification without sending it; raises NotificationError naming the field."""
         return prepare(notification, self.config.topic)
 
-    def send(self, message: Notification) -> SendResult:
-        result = SendResult(message.apns_id)
+    def send(self, message: Notification | dict[str, Any]) -> SendResult:
+        """Queue one notification (or a dict of Notification's fields)."""
+        result = SendResult()
         try:
+            if isinstance(message, dict):
+                message = _from_dict(message)
             prepared = prepare(message, self.config.topic)
         except NotificationError as e:
-            result.resolve(Outcome(Status.FAILED, VIA, message.device, message.apns_id,
-                                   error="InvalidNotification", description=str(e)))
+            device = message.get("device") if isinstance(message, dict) else message.device
+            result.resolve(Outcome(Status.FAILED, VIA, device, error="InvalidNotification",
+                                   description=str(e)))
             return result
         if not self._started:
             result.resolve(Outcome(Status.FAILED, VIA, prepared.token, prepared.apns_id,
@@ -97,3 +101,16 @@ class ApnsClient(Provider):
             "stream_limits": [c.limit for c in conns],
             "last_error": self.pool.last_error,
         }
+
+
+_FIELDS = set(Notification.__dataclass_fields__)
+
+
+def _from_dict(data: dict[str, Any]) -> Notification:
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        raise NotificationError(unknown[0], "is not a notification field")
+    alert = data.get("alert")
+    if isinstance(alert, dict) and set(alert) <= set(Alert.__dataclass_fields__):
+        data = {**data, "alert": Alert(**alert)}
+    return Notification(**data)
