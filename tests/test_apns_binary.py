@@ -2,6 +2,8 @@
 the emulator over TLS with client certificates."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ccs.outcome import Status, TokenEventKind
 from http_fallback.apns.auth import certificate_context
@@ -42,6 +44,20 @@ def test_frames_round_trip_in_pieces():
     with pytest.raises(FrameError) as e:
         encode_enhanced(1, 0, "ab", b"{}")
     assert e.value.field == "device"
+
+
+@given(st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=8),
+       st.integers(min_value=1, max_value=64))
+@settings(max_examples=50, deadline=None)
+def test_reader_survives_any_split(payloads, step):
+    data = b"".join(encode_frame(i, i * 7, TOK, p) if i % 2 else encode_enhanced(i, 0, TOK, p)
+                    for i, p in enumerate(payloads))
+    reader = FrameReader()
+    frames = []
+    for i in range(0, len(data), step):
+        frames += reader.feed(data[i:i + step])
+    assert [f.payload for f in frames] == payloads
+    assert [f.identifier for f in frames] == list(range(len(payloads)))
 
 
 def test_error_and_feedback_parsing():

@@ -4,6 +4,8 @@ import datetime
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from http_fallback.apns.config import SANDBOX, ApnsConfig
 from http_fallback.apns.model import Alert, Notification, NotificationError, PushType
@@ -154,3 +156,17 @@ def test_config_from_env_and_secrets():
 def test_timestamp_is_datetime_convertible():
     ts = parse_reply(410, {}, b'{"reason":"Unregistered","timestamp":0}').timestamp_ms
     assert datetime.datetime.fromtimestamp(ts / 1000, datetime.UTC).year == 1970
+
+
+@given(st.text(max_size=1500))
+@settings(max_examples=60, deadline=None)
+def test_any_text_fits_or_is_refused_by_its_byte_size(text):
+    n = Notification(device=TOKEN, alert=text)
+    size = len(json.dumps({"aps": {"alert": text}}, ensure_ascii=False,
+                          separators=(",", ":")).encode())
+    if size <= 4096:
+        p = prepare(n, "t")
+        assert len(p.body) == size and json.loads(p.body)["aps"]["alert"] == text
+    else:
+        with pytest.raises(NotificationError, match="4096"):
+            prepare(n, "t")
