@@ -14,9 +14,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from ccs.console import emulate
+    from ccs.console import demo, emulate, send
 
+    cli.add_command(demo.demo)
     cli.add_command(emulate.emulate)
+    cli.add_command(send.send)
 
 
 _register()

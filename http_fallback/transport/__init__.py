@@ -1,1 +1,1 @@
-"""Transport pieces shared by the HTTP providers: TLS sockets on gevent and HTTP/2 connections."""
+"""Transports for the HTTP providers: TLS sockets on gevent, HTTP/1.1 keep-alive pool, HTTP/2."""
