@@ -39,8 +39,8 @@ def run(host: str, port: int, topic: str, key_id: str, team_id: str, streams: in
     stopping = Event()
     gevent.signal_handler(signal.SIGTERM, stopping.set)
     gevent.signal_handler(signal.SIGINT, stopping.set)
-    info = {"emulator": "apns", "host": host, "port": emu.port, "ca_file": pki.ca_file, "key_id": key_id,
-            "team_id": team_id, "key_file": str(key_file), "topic": topic,
+    info = {"emulator": "apns", "host": host, "port": emu.port, "ca_file": pki.ca_file,
+            "key_id": key_id, "team_id": team_id, "key_file": str(key_file), "topic": topic,
             "client_cert_file": pki.client_cert_file, "client_key_file": pki.client_key_file}
     info.update({"binary_port": binary.gateway_port, "feedback_port": binary.feedback_port})
     info.update(extra or {})
