@@ -81,6 +81,8 @@ def test_background_is_priority_5():
     ({"expiry": -1}, "expiry"), ({"push_type": "fax"}, "push_type"),
     ({"badge": "3"}, "badge"), ({"apns_id": "NOT-A-UUID"}, "apns_id"),
     ({"payload": {"aps": 1}}, "payload"), ({"payload": {"x": object()}}, "payload"),
+    ({"collapse_id": "a\nb"}, "collapse_id"), ({"expiry": True}, "expiry"),
+    ({"topic": "com.x\r\nevil: 1"}, "topic"), ({"priority": True}, "priority"),
 ])
 def test_bad_input_names_the_field(kwargs, field):
     n = Notification(**{"device": TOKEN, "alert": "a", **kwargs})

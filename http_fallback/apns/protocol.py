@@ -19,6 +19,8 @@ MAX_PAYLOAD = 4096
 MAX_PAYLOAD_VOIP = 5120
 MAX_COLLAPSE_ID = 64
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
+_TOPIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-_]*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -107,9 +109,11 @@ def prepare(n: Notification, default_topic: str | None) -> Prepared:
     bundle = n.topic or default_topic
     if not bundle:
         raise NotificationError("topic", "no topic (bundle id) given and no default configured")
+    if not _TOPIC.match(bundle):
+        raise NotificationError("topic", "a bundle id is letters, digits, '.', '-' and '_'")
     priority = n.priority if n.priority is not None else (
         5 if push_type is PushType.BACKGROUND else 10)
-    if priority not in (10, 5, 1):
+    if isinstance(priority, bool) or priority not in (10, 5, 1):
         raise NotificationError("priority", "must be 10, 5 or 1")
     if push_type is PushType.BACKGROUND and priority != 5:
         raise NotificationError("priority", "background notifications must use priority 5")
@@ -135,13 +139,14 @@ def prepare(n: Notification, default_topic: str | None) -> Prepared:
         (b"apns-id", apns_id.encode()),
     ]
     if n.expiry is not None:
-        if not isinstance(n.expiry, int) or n.expiry < 0:
+        if isinstance(n.expiry, bool) or not isinstance(n.expiry, int) or n.expiry < 0:
             raise NotificationError("expiry", "must be epoch seconds (0 = do not store)")
         headers.append((b"apns-expiration", str(n.expiry).encode()))
     if n.collapse_id is not None:
         cid = n.collapse_id.encode("utf-8")
-        if not cid or len(cid) > MAX_COLLAPSE_ID:
-            raise NotificationError("collapse_id", f"must be 1-{MAX_COLLAPSE_ID} bytes")
+        if not cid or len(cid) > MAX_COLLAPSE_ID or _CONTROL.search(n.collapse_id):
+            raise NotificationError(
+                "collapse_id", f"must be 1-{MAX_COLLAPSE_ID} bytes without control characters")
         headers.append((b"apns-collapse-id", cid))
     return Prepared(token, b"/3/device/" + token.encode(), headers, body, apns_id, push_type)
 
