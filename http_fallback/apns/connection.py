@@ -23,7 +23,7 @@ from h2.settings import SettingCodes
 from hpack import NeverIndexedHeaderTuple
 
 from http_fallback.apns.protocol import Reply, goaway_reason, parse_reply, token_needs_refresh
-from http_fallback.transport.h2conn import H2Channel, client_config, open_tls
+from http_fallback.transport.h2conn import H2Channel, TransportError, client_config, open_tls
 
 if TYPE_CHECKING:
     from http_fallback.apns.pool import ApnsPool, Request
@@ -59,14 +59,20 @@ class ApnsConnection:
         self.token_at = 0.0
         self.group = Group()
         self.channel: H2Channel | None = None
+        self._ticking = False
 
     # -- life cycle -------------------------------------------------------------------------
     def connect(self) -> None:
+        """Open TLS and send the HTTP/2 preface; any failure is a TransportError."""
         cfg = self.pool.config
         sock = open_tls(cfg.host, cfg.port, self.pool.context, cfg.server_hostname or cfg.host,
                         cfg.connect_timeout)
         self.channel = H2Channel(sock, client_config())
-        self.channel.exchange(lambda c: c.initiate_connection())
+        try:
+            self.channel.exchange(lambda c: c.initiate_connection())
+        except OSError as e:  # ssl.SSLError is an OSError
+            self.channel.close()
+            raise TransportError(f"{cfg.host}:{cfg.port}: {e}") from e
         if self.pool.signer is not None:
             self._mint_token()
         self.last_activity = self.last_used = time.monotonic()
@@ -274,9 +280,21 @@ class ApnsConnection:
 
     # -- maintenance (called by the pool's ticker) ------------------------------------------
     def tick(self, now: float) -> None:
-        cfg = self.pool.config
-        if self.closed.is_set() or self.channel is None:
+        """Deadlines, PING and idle checks, in this connection's own greenlet: waiting for the
+        lock here must never hold up the pool's ticker."""
+        if self._ticking or self.closed.is_set() or self.channel is None:
             return
+        self._ticking = True
+        self.group.spawn(self._tick, now)
+
+    def _tick(self, now: float) -> None:
+        try:
+            self._maintain(now)
+        finally:
+            self._ticking = False
+
+    def _maintain(self, now: float) -> None:
+        cfg = self.pool.config
         expired = [sid for sid, req in self.streams.items() if now > req.deadline]
         if expired:
             def reset(conn: Any) -> None:

@@ -134,41 +134,51 @@ class ApnsPool:
         return [c for c in self.connections if c is not None and not c.closing]
 
     def _slot(self, number: int) -> None:
-        cfg = self.config
         failures = 0
         while self.running:
-            self.queue.peek()  # connect only when there is work
-            if not self.running:
-                return
-            if self.queue.peek().result.ready():  # expired while waiting: not work
-                self.queue.get_nowait()
-                continue
-            conn = ApnsConnection(self, number)
-            self.counts["connects"] += 1
             try:
-                conn.connect()
-            except TransportError as e:
+                failures = self._slot_once(number, failures)
+            except Exception:  # a bug here must not silently end this slot
+                log.exception("APNs connection slot %d failed", number)
                 failures += 1
-                self.last_error = str(e)
-                self.counts["connect_failures"] += 1
-                self.events.connect_failed.emit(ConnectionEvent("connect_failed", number, str(e)))
-                log.warning("APNs connection %d failed (%d in a row): %s", number, failures, e)
-                gevent.sleep(backoff(failures, cfg.reconnect_base, cfg.reconnect_cap))
-                continue
-            self.connections[number] = conn
-            self.events.connected.emit(ConnectionEvent("connected", number))
-            try:
-                conn.serve()
-            finally:
-                self.connections[number] = None
-                self.events.disconnected.emit(
-                    ConnectionEvent("disconnected", number, conn.close_reason))
-            if conn.failed:
-                self.last_error = conn.close_reason
-                failures = 1 if conn.answered else failures + 1
-                gevent.sleep(backoff(failures, cfg.reconnect_base, cfg.reconnect_cap))
-            else:
-                failures = 0
+                gevent.sleep(backoff(failures, self.config.reconnect_base,
+                                     self.config.reconnect_cap))
+
+    def _slot_once(self, number: int, failures: int) -> int:
+        """One connection's life: wait for work, connect, serve; returns the failure count."""
+        cfg = self.config
+        self.queue.peek()  # connect only when there is work
+        if not self.running:
+            return failures
+        if self.queue.peek().result.ready():  # expired while waiting: not work
+            self.queue.get_nowait()
+            return failures
+        conn = ApnsConnection(self, number)
+        self.counts["connects"] += 1
+        try:
+            conn.connect()
+        except TransportError as e:
+            failures += 1
+            self.last_error = str(e)
+            self.counts["connect_failures"] += 1
+            self.events.connect_failed.emit(ConnectionEvent("connect_failed", number, str(e)))
+            log.warning("APNs connection %d failed (%d in a row): %s", number, failures, e)
+            gevent.sleep(backoff(failures, cfg.reconnect_base, cfg.reconnect_cap))
+            return failures
+        self.connections[number] = conn
+        self.events.connected.emit(ConnectionEvent("connected", number))
+        try:
+            conn.serve()
+        finally:
+            self.connections[number] = None
+            self.events.disconnected.emit(
+                ConnectionEvent("disconnected", number, conn.close_reason))
+        if not conn.failed:
+            return 0
+        self.last_error = conn.close_reason
+        failures = 1 if conn.answered else failures + 1
+        gevent.sleep(backoff(failures, cfg.reconnect_base, cfg.reconnect_cap))
+        return failures
 
     def _ticker(self) -> None:
         cfg = self.config
