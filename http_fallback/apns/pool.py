@@ -109,14 +109,14 @@ class ApnsPool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self._busy():
             gevent.sleep(0.01)
-        for conn in self.connections:
-            if conn is not None:
-                conn.close("stopping")
+        conns = [c for c in self.connections if c is not None]
+        for conn in conns:
+            conn.close("stopping")
         gevent.sleep(0)
         self.group.kill(block=True, timeout=2)
-        for conn in self.connections:
-            if conn is not None:
-                conn._settle()
+        for conn in conns:  # serve() may have been cut short: settle what it left
+            conn.group.kill(block=True, timeout=1)
+            conn._settle()
         for req in list(self.waiting_retry):
             self._fail(req, "Stopped", "the client stopped before the retry", retryable=True)
         while self.queue.qsize():
