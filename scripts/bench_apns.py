@@ -1,7 +1,8 @@
 """Benchmark: our APNs client against aioapns, both sending to `ccs emulate apns` on loopback.
 
 The emulator, our client and aioapns each run in their own process; each client measures its
-own wall time and CPU (getrusage) over the timed run. Last line:
+own wall time and CPU (getrusage) over the timed run; the clients take turns (--rounds) and
+each one's best run is reported. Last line:
     result: ours_per_s=<n> peer_per_s=<n> ratio=<x>
 """
 
@@ -76,6 +77,8 @@ def main() -> None:
     ap.add_argument("-n", "--count", type=int, default=20_000)
     ap.add_argument("-c", "--concurrency", type=int, default=1000)
     ap.add_argument("--connections", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="alternate the clients this many times; keep each one's best run")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
@@ -88,8 +91,12 @@ def main() -> None:
         info = json.loads(emu.stdout.readline())
         spec = {**info, "count": a.count, "concurrency": a.concurrency,
                 "connections": a.connections}
-        mine = run_worker([str(Path(__file__).resolve()), "--worker"], spec)
-        peer = run_worker([str(ROOT / "scripts" / "aioapns_peer.py")], spec)
+        runs: dict[str, list[dict]] = {"ours": [], "peer": []}
+        for _ in range(max(1, a.rounds)):  # alternate, so load from elsewhere hits both
+            runs["ours"].append(run_worker([str(Path(__file__).resolve()), "--worker"], spec))
+            runs["peer"].append(run_worker([str(ROOT / "scripts" / "aioapns_peer.py")], spec))
+        mine = min(runs["ours"], key=lambda r: r["seconds"])
+        peer = min(runs["peer"], key=lambda r: r["seconds"])
     finally:
         emu.terminate()
         emu.wait(10)
