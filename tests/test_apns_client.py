@@ -23,6 +23,10 @@ def send(c, tok, **kw):
 
 def test_accepted_has_apns_id_and_emulator_saw_request(emu):
     c = client(emu)
+    sent, rejected, connected = [], [], []
+    c.events.transmitted.add(sent.append)
+    c.events.rejected.add(rejected.append)
+    c.events.connected.add(connected.append)
     try:
         n = Notification(device=token(1), alert="Hi 😀", badge=2, payload={"k": "v"},
                          collapse_id="c1", expiry=0)
@@ -33,6 +37,13 @@ def test_accepted_has_apns_id_and_emulator_saw_request(emu):
         assert seen.topic == TOPIC and seen.payload["aps"]["alert"] == "Hi 😀"
         assert seen.headers["apns-collapse-id"] == "c1" and "authorization" not in seen.headers
         assert {":path", "authorization"} <= seen.never_indexed  # as Apple asks
+        emu.reject(token(2), "BadDeviceToken")
+        bad = c.send(Notification(device=token(2), alert="x")).get(10)
+        assert [p.apns_id for p in sent] == [out.message_id, bad.message_id]
+        assert rejected == [bad] and len(connected) == 1
+        stats = c.stats()
+        assert (stats["ok"], stats["failed"], stats["sent"], stats["connections"]) == (1, 1, 2, 1)
+        assert c.healthy()
     finally:
         c.stop()
 
