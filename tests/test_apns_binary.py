@@ -101,7 +101,7 @@ def context(pki):
 @pytest.mark.parametrize("command", [1, 2])
 def test_error_response_resends_what_followed(pki, gateway, command):
     client = BinaryClient("127.0.0.1", gateway.gateway_port, context(pki), command=command,
-                          quiet_period=0.2, reconnect_base=0.01)
+                          quiet_period=1.0, reconnect_base=0.01)
     events = []
     client.token_events.add(events.append)
     bad = "66" * 32
@@ -125,7 +125,7 @@ def test_error_response_resends_what_followed(pki, gateway, command):
 
 def test_cache_too_small_is_reported_and_adjusted(pki, gateway):
     client = BinaryClient("127.0.0.1", gateway.gateway_port, context(pki), cache_length=2,
-                          quiet_period=0.2, reconnect_base=0.01)
+                          quiet_period=1.0, reconnect_base=0.01)
     lost = []
     client.cache_too_small.add(lost.append)
     bad = "77" * 32

@@ -67,7 +67,7 @@ def test_refused_stream_is_sent_again(pki):
 
 def test_idle_connection_is_pinged_then_closed(pki):
     with emulator(pki) as emu:
-        c = client(emu, ping_interval=0.05, idle_timeout=0.6)
+        c = client(emu, ping_interval=0.05, idle_timeout=1.0)
         drops = []
         c.events.disconnected.add(drops.append)
         try:
