@@ -138,7 +138,7 @@ class CcsClient(Provider):
         msg = validate_downstream(message)
         result = SendResult(msg["message_id"])
         cfg = self.config
-        self._pool.submit(Entry(msg, result, time.monotonic(), cfg.max_retry_seconds,
+        self._pool.accept(Entry(msg, result, time.monotonic(), cfg.max_retry_seconds,
                                 cfg.zero_ttl_grace))
         return result
 

@@ -20,7 +20,7 @@ import gevent
 from gevent.pool import Group
 
 from ccs import protocol
-from ccs.message import MAX_TTL
+from ccs.message import MAX_TTL, InvalidMessage
 from ccs.outcome import Outcome, SendResult, Status, TokenEvent, TokenEventKind
 from ccs.retry import NackAction, RetryPolicy, TargetThrottle, classify_nack, classify_stanza_error
 from ccs.session import Session
@@ -67,6 +67,7 @@ class Pool:
         self.greenlets = Group()
         self.handlers = gevent.pool.Pool(config.handler_concurrency)
         self.scheduled: set[Entry] = set()
+        self.active: dict[str, Entry] = {}  # message_id -> entry, until its outcome
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._rand = random.Random()
         self._stopping = False
@@ -118,6 +119,13 @@ class Pool:
             gevent.sleep(delay * (0.5 + self._rand.random() / 2))
 
     # sending ---------------------------------------------------------------------------------
+
+    def accept(self, entry: Entry) -> None:
+        """A new message from the app; its message_id must not be pending already."""
+        if entry.message_id in self.active:
+            raise InvalidMessage("message_id", "already pending: message ids must be unique")
+        self.active[entry.message_id] = entry
+        self.submit(entry)
 
     def submit(self, entry: Entry) -> None:
         if self._stopping:
@@ -186,6 +194,7 @@ class Pool:
                Status.UNKNOWN: "unknown"}[status]
         if status is not Status.OK:
             self.counters[key] += 1
+        self.active.pop(entry.message_id, None)
         entry.result.resolve(Outcome(status=status, via=VIA, to=entry.to,
                                      message_id=entry.message_id, error=error,
                                      description=description, retryable=retryable,

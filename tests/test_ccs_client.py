@@ -297,3 +297,17 @@ def test_stop_reports_unanswered_messages_as_unknown(emu):
         client.stop(timeout=0.2)
     out = result.get(timeout=1)
     assert out.status is Status.UNKNOWN and out.attempts == 1
+
+
+def test_a_message_id_already_pending_is_refused(emu):
+    emu.set_faults(ack_delay=0.2)
+    with client_for(emu) as client:
+        assert client.wait_ready(5)
+        first = client.send(build_message("a", message_id="same-id"))
+        with pytest.raises(InvalidMessage) as exc:
+            client.send(build_message("b", message_id="same-id"))
+        assert exc.value.field == "message_id"
+        assert first.get(timeout=5).ok
+        # Once answered, the id may be used again (CCS asks for unique ids; we only refuse
+        # what would confuse the pending window).
+        assert client.send(build_message("c", message_id="same-id")).get(timeout=5).ok
