@@ -14,9 +14,10 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from ccs.console import emulate
+    from ccs.console import emulate, settings_cmd
 
     cli.add_command(emulate.emulate)
+    cli.add_command(settings_cmd.settings_cmd)
 
 
 _register()
