@@ -1,0 +1,289 @@
+"""The SQLite outbox: one file in WAL mode, every change through one group-committing writer.
+
+Callers in any greenlet hand an operation to the writer greenlet and wait; the writer runs all
+operations waiting at that moment in one transaction, then wakes their callers. One commit
+thus serves many enqueues and outcome updates, so the outbox does not cap throughput.
+With `threadpool=True` the transaction runs in gevent's threadpool instead of the hub.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import gevent
+from gevent.event import AsyncResult
+from gevent.event import Event as GEvent
+
+from ccs.outbox.base import (
+    IN_FLIGHT,
+    QUEUED,
+    STATES,
+    Event,
+    Finish,
+    NewMessage,
+    Record,
+    Store,
+    dumps,
+)
+from ccs.outcome import Status
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, lane TEXT NOT NULL,
+    state TEXT NOT NULL, payload TEXT NOT NULL, target TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, resent INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, expires_at REAL,
+    via TEXT, provider_message_id TEXT, error TEXT, description TEXT, canonical_id TEXT);
+CREATE INDEX IF NOT EXISTS messages_queued ON messages(lane, seq) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS messages_in_flight ON messages(seq) WHERE state = 'in_flight';
+CREATE TABLE IF NOT EXISTS counters (state TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, body TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL, error TEXT, created_at REAL NOT NULL, UNIQUE (kind, key));
+CREATE INDEX IF NOT EXISTS events_pending ON events(kind, next_at) WHERE done = 0;
+"""
+
+_COLS = ("seq, id, lane, state, payload, target, attempts, resent, created_at, updated_at, "
+         "expires_at, via, provider_message_id, error, description, canonical_id")
+
+
+def _record(row: Sequence[Any]) -> Record:
+    return Record(id=row[1], lane=row[2], state=row[3], payload=json.loads(row[4]), to=row[5],
+                  attempts=row[6], resent=row[7], created_at=row[8], updated_at=row[9],
+                  expires_at=row[10], via=row[11], provider_message_id=row[12], error=row[13],
+                  description=row[14], canonical_id=row[15])
+
+
+def _bump(db: sqlite3.Connection, moves: dict[str, int]) -> None:
+    """Keep per-state counts in step (so stats never scan the table)."""
+    db.executemany("INSERT INTO counters(state, n) VALUES (?, ?) "
+                   "ON CONFLICT(state) DO UPDATE SET n = n + excluded.n",
+                   [(k, v) for k, v in moves.items() if v])
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str, sync: str = "normal", threadpool: bool = False,
+                 batch: int = 2000) -> None:
+        self.path = path
+        self.threadpool = threadpool
+        self.batch = batch
+        self.commits = 0  # transactions committed; ops / commits = the group size
+        self.ops = 0
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+        self._db.execute("PRAGMA busy_timeout=5000")  # another process (`ccs enqueue`) writing
+        self._db.executescript(SCHEMA)
+        self._queue: deque[tuple[Callable[..., Any], tuple[Any, ...], AsyncResult]] = deque()
+        self._wake = GEvent()
+        self._closed = False
+        self._writer = gevent.spawn(self._write_loop)
+
+    # the writer
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._closed:
+            raise RuntimeError("outbox is closed")
+        res: AsyncResult = AsyncResult()
+        self._queue.append((fn, args, res))
+        self._wake.set()
+        return res.get()
+
+    def _write_loop(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                n = min(len(self._queue), self.batch)
+                ops = [self._queue.popleft() for _ in range(n)]
+                if self.threadpool:
+                    outs = gevent.get_hub().threadpool.apply(self._transaction, (ops,))
+                else:
+                    outs = self._transaction(ops)
+                for (_, _, res), (ok, value) in zip(ops, outs, strict=True):
+                    if ok:
+                        res.set(value)
+                    else:
+                        res.set_exception(value)
+                gevent.sleep(0)  # let the woken callers queue their next operations
+
+    def _transaction(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...], Any]]
+                     ) -> list[tuple[bool, Any]]:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            outs = [(True, fn(db, *args)) for fn, args, _ in ops]
+            db.execute("COMMIT")
+            self.commits += 1
+            self.ops += len(ops)
+            return outs
+        except Exception:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+        outs = []  # one operation failed: run each alone so only it sees its error
+        for fn, args, _ in ops:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                value = fn(db, *args)
+                db.execute("COMMIT")
+                outs.append((True, value))
+            except Exception as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                outs.append((False, exc))
+        return outs
+
+    # operations (run inside the writer's transaction)
+    @staticmethod
+    def _add(db: sqlite3.Connection, items: Sequence[NewMessage], now: float) -> list[bool]:
+        out = []
+        for m in items:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO messages(id, lane, state, payload, target, created_at, "
+                "updated_at, expires_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)",
+                (m.id, m.lane, dumps(m.payload), m.to, now, now, m.expires_at))
+            out.append(cur.rowcount == 1)
+        _bump(db, {QUEUED: sum(out)})
+        return out
+
+    @staticmethod
+    def _claim(db: sqlite3.Connection, lane: str, limit: int, now: float
+               ) -> tuple[list[Record], list[Record]]:
+        rows = db.execute(f"SELECT {_COLS} FROM messages WHERE lane = ? AND state = 'queued' "
+                          "ORDER BY seq LIMIT ?", (lane, limit)).fetchall()
+        claimed, expired = [], []
+        for row in rows:
+            r = _record(row)
+            r.updated_at = now
+            if r.expires_at is not None and r.expires_at <= now:
+                r.state = str(Status.EXPIRED)
+                r.error = "time_to_live passed before it was sent"
+                expired.append((r, row[0]))
+            else:
+                r.state, r.attempts = IN_FLIGHT, r.attempts + 1
+                claimed.append((r, row[0]))
+        db.executemany("UPDATE messages SET state = 'in_flight', attempts = attempts + 1, "
+                       "updated_at = ? WHERE seq = ?", [(now, s) for _, s in claimed])
+        db.executemany("UPDATE messages SET state = 'expired', error = ?, updated_at = ? "
+                       "WHERE seq = ?", [(r.error, now, s) for r, s in expired])
+        _bump(db, {QUEUED: -len(rows), IN_FLIGHT: len(claimed), "expired": len(expired)})
+        return [r for r, _ in claimed], [r for r, _ in expired]
+
+    @staticmethod
+    def _finish(db: sqlite3.Connection, done: Sequence[Finish], now: float) -> None:
+        moves: dict[str, int] = {}
+        sql = ("UPDATE messages SET state = ?, via = ?, updated_at = ?, provider_message_id = ?, "
+               "error = ?, description = ?, canonical_id = ? WHERE id = ? AND state = ?")
+        for f in done:
+            o = f.outcome
+            row = (f.state, o.via, now, o.message_id, o.error, o.description, o.canonical_id,
+                   f.id)
+            for before in (IN_FLIGHT, QUEUED):  # queued: released at stop, answered late
+                if db.execute(sql, (*row, before)).rowcount:
+                    moves[f.state] = moves.get(f.state, 0) + 1
+                    moves[before] = moves.get(before, 0) - 1
+                    break
+        _bump(db, moves)
+
+    @staticmethod
+    def _release(db: sqlite3.Connection, ids: Sequence[str], now: float) -> None:
+        n = 0
+        for id_ in ids:
+            n += db.execute("UPDATE messages SET state = 'queued', updated_at = ? "
+                            "WHERE id = ? AND state = 'in_flight'", (now, id_)).rowcount
+        _bump(db, {QUEUED: n, IN_FLIGHT: -n})
+
+    @staticmethod
+    def _recover(db: sqlite3.Connection, now: float) -> int:
+        n = db.execute("UPDATE messages SET state = 'queued', resent = resent + 1, "
+                       "updated_at = ? WHERE state = 'in_flight'", (now,)).rowcount
+        _bump(db, {QUEUED: n, IN_FLIGHT: -n, "resent": n})
+        return n
+
+    # the Store interface
+    def add(self, items: Sequence[NewMessage], now: float) -> list[bool]:
+        return self._call(self._add, items, now)
+
+    def claim(self, lane: str, limit: int, now: float) -> tuple[list[Record], list[Record]]:
+        return self._call(self._claim, lane, limit, now)
+
+    def finish(self, done: Sequence[Finish], now: float) -> None:
+        self._call(self._finish, done, now)
+
+    def release(self, ids: Sequence[str], now: float) -> None:
+        self._call(self._release, ids, now)
+
+    def recover(self, now: float) -> int:
+        return self._call(self._recover, now)
+
+    def get(self, id: str) -> Record | None:
+        def op(db: sqlite3.Connection) -> Record | None:
+            row = db.execute(f"SELECT {_COLS} FROM messages WHERE id = ?", (id,)).fetchone()
+            return _record(row) if row else None
+        return self._call(op)
+
+    def counts(self) -> dict[str, int]:
+        def op(db: sqlite3.Connection) -> dict[str, int]:
+            out = dict.fromkeys((*STATES, "resent"), 0)
+            out.update(dict(db.execute("SELECT state, n FROM counters").fetchall()))
+            return out
+        return self._call(op)
+
+    def lanes_with_queued(self) -> list[str]:
+        def op(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute("SELECT DISTINCT lane FROM messages WHERE state = 'queued'")
+            return [r[0] for r in rows]
+        return self._call(op)
+
+    def add_event(self, kind: str, key: str, body: Mapping[str, Any], now: float
+                  ) -> tuple[int, bool]:
+        def op(db: sqlite3.Connection) -> tuple[int, bool]:
+            cur = db.execute("INSERT OR IGNORE INTO events(kind, key, body, next_at, created_at)"
+                             " VALUES (?, ?, ?, ?, ?)", (kind, key, dumps(body), now, now))
+            if cur.rowcount == 1:
+                return int(cur.lastrowid or 0), True
+            row = db.execute("SELECT seq FROM events WHERE kind = ? AND key = ?", (kind, key))
+            return int(row.fetchone()[0]), False
+        return self._call(op)
+
+    def pending_events(self, kind: str, now: float, limit: int = 100) -> list[Event]:
+        def op(db: sqlite3.Connection) -> list[Event]:
+            rows = db.execute(
+                "SELECT seq, kind, key, body, attempts, next_at, error, created_at FROM events "
+                "WHERE kind = ? AND done = 0 AND next_at <= ? ORDER BY seq LIMIT ?",
+                (kind, now, limit)).fetchall()
+            return [Event(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7])
+                    for r in rows]
+        return self._call(op)
+
+    def event_done(self, seqs: Sequence[int], now: float) -> None:
+        self._call(lambda db: db.executemany("UPDATE events SET done = 1 WHERE seq = ?",
+                                             [(s,) for s in seqs]))
+
+    def event_retry(self, seq: int, next_at: float, error: str, now: float) -> None:
+        self._call(lambda db: db.execute(
+            "UPDATE events SET attempts = attempts + 1, next_at = ?, error = ? WHERE seq = ?",
+            (next_at, error, seq)))
+
+    def event_counts(self) -> dict[str, int]:
+        def op(db: sqlite3.Connection) -> dict[str, int]:
+            rows = db.execute("SELECT kind, count(*) FROM events WHERE done = 0 GROUP BY kind")
+            return dict(rows.fetchall())
+        return self._call(op)
+
+    def close(self) -> None:
+        """Finish queued operations, then close the file."""
+        if self._closed:
+            return
+        if self._queue:
+            self._call(lambda db: None)
+        self._closed = True
+        self._writer.kill()
+        self._db.close()
