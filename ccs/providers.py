@@ -36,6 +36,15 @@ def unregister(name: str) -> None:
     _factories.pop(name, None)
 
 
+def load_plugins(modules: list[str]) -> None:
+    """Import each plugin module (which registers its providers); ConfigError if one fails."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise ConfigError("gateway.plugins", f"cannot import {module!r}: {exc}") from None
+
+
 def _ccs_factory(environ: Mapping[str, str]) -> Provider:
     from ccs.client import CcsClient, CcsConfig
 

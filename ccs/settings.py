@@ -51,6 +51,9 @@ REGISTRY: tuple[Setting, ...] = (
     # the gateway itself
     _s("gateway.providers", "CCS_PROVIDERS", "list", ["ccs"],
        "providers to start, comma-separated: ccs, http, legacy, c2dm, mpns, apns"),
+    _s("gateway.plugins", "CCS_PLUGINS", "list", [],
+       "Python modules to import before providers are built (they may call "
+       "ccs.providers.register)"),
     _s("gateway.fcm_fallback", "CCS_FCM_FALLBACK", "str", "http",
        "provider for FCM targets when no CCS session is healthy (empty: wait for CCS)"),
     _s("gateway.concurrency", "CCS_PROVIDER_CONCURRENCY", "int", 500,

@@ -83,6 +83,8 @@ class Supervisor:
             from ccs.admin.server import AdminServer
 
             self.admin = AdminServer(self, s["admin.port"], s["admin.token"])  # checks token
+        if self._given is None:
+            registry.load_plugins(s["gateway.plugins"])
         built = self._given if self._given is not None else {
             name: registry.create(name, s) for name in s["gateway.providers"]}
         if self._store is None:
