@@ -73,7 +73,8 @@ def test_enqueue_streams_and_rejects_unknown_via(tmp_path: Path) -> None:
     r = run_ccs(["enqueue", "--tokens-file", "-", "--batch", "300"], env=env, input=tokens)
     assert r.returncode == 0, r.stderr
     assert "enqueued 2501 messages" in r.stdout
-    r = run_ccs(["enqueue", "--tokens-file", "-"], env=env, input='{"to":"j","message_id":"fixed"}\n')
+    r = run_ccs(["enqueue", "--tokens-file", "-"], env=env,
+                input='{"to":"j","message_id":"fixed"}\n')
     assert "enqueued 0 messages (1 already" in r.stdout
     assert counts(tmp_path / "e.sqlite") == {"queued": 2501}
     r = run_ccs(["enqueue", "--tokens-file", "-", "--via", "mpns"], env=env, input="x\n")
