@@ -13,18 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ccs.errors import ConfigError  # one ConfigError for the whole package
+
 DEFAULT_CONFIG = "ccs.toml"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-class ConfigError(Exception):
-    """A setting is unknown or has a bad value; `key` names it (TOML key or variable)."""
-
-    def __init__(self, key: str, reason: str) -> None:
-        super().__init__(f"{key}: {reason}")
-        self.key = key
-        self.reason = reason
+__all__ = ["REGISTRY", "ConfigError", "Setting", "Settings", "rst_table"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +69,8 @@ REGISTRY: tuple[Setting, ...] = (
     _s("ccs.connections", "CCS_CONNECTIONS", "int", 4, "CCS connections in the pool",
        minimum=1, maximum=1000),
     _s("ccs.domain", "CCS_DOMAIN", "str", "gcm.googleapis.com", "XMPP domain of the sender JID"),
+    _s("ccs.window", "CCS_WINDOW", "int", 100, "unanswered messages per CCS session (the CCS "
+       "limit is 100)", minimum=1, maximum=100),
     # outbox
     _s("outbox.path", "CCS_OUTBOX", "str", "./ccs-outbox.sqlite",
        "SQLite outbox file (':memory:' keeps it in memory: nothing survives a restart)"),

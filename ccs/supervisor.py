@@ -183,7 +183,9 @@ class Supervisor:
         ccs = self.providers.get("ccs")
         if ccs is None or not hasattr(ccs, "drain"):
             raise LookupError("no CCS provider is running")
-        result = ccs.drain(session_id)
+        sid: Any = int(session_id) if isinstance(session_id, str) and session_id.isdigit() \
+            else session_id
+        result = ccs.drain(sid)
         return {"drained": result if result is not None else session_id or "all"}
 
     @property
@@ -213,7 +215,7 @@ class Supervisor:
             row.update(self.stats_observer.provider(name))
             row.update({k: v for k, v in own.items() if v is not None})
             row["healthy"] = p.healthy()
-            row["in_flight"] = in_flight.get(name, 0)
+            row["dispatching"] = in_flight.get(name, 0)  # held by the gateway, awaiting outcome
             provs[name] = row
         return {
             "uptime": self.stats_observer.uptime(),

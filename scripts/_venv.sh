@@ -7,8 +7,14 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 if [ ! -f "$STAMP" ] || [ "$ROOT/setup.cfg" -nt "$STAMP" ]; then
-    "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[test,peers]"
+    LOG="$VENV/install.log"
+    echo "setting up $VENV (log: $LOG)" >&2
+    if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
+           "$VENV/bin/python" -m pip install -e "$ROOT[test,peers]"; } >"$LOG" 2>&1; then
+        tail -n 40 "$LOG" >&2
+        echo "set-up failed; see $LOG" >&2
+        exit 2
+    fi
     touch "$STAMP"
 fi
 PY="$VENV/bin/python"

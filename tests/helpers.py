@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import gevent
+from gevent import subprocess as gsubprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,12 +25,16 @@ def ccs_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def run_ccs(args: list[str], env: Mapping[str, str] | None = None, input: str | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run `python -m ccs ARGS` to completion and capture its output."""
-    return subprocess.run([sys.executable, "-m", "ccs", *args], env=ccs_env(env), input=input,
+    """Run `python -m ccs ARGS` to completion and capture its output.
+
+    gevent's subprocess waits cooperatively, so an emulator in this process keeps serving.
+    """
+    return gsubprocess.run([sys.executable, "-m", "ccs", *args], env=ccs_env(env), input=input,
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
+               what: str = "condition") -> None:
     """Yield to other greenlets until predicate() holds; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():

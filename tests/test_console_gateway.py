@@ -44,10 +44,14 @@ def test_run_send_stats_tail_and_clean_stop(tmp_path: Path) -> None:
         tail = subprocess.Popen([sys.executable, "-m", "ccs", "tail", "--kinds", "outcome"],
                                 env=ccs_env(client_env), cwd=ROOT, stdout=subprocess.PIPE,
                                 text=True)
-        r = run_ccs(["send", "--via-gateway", "--to", "tokX", "--data", '{"a":"b"}',
-                     "--wait", "10"], env=client_env)
+        r = run_ccs(["send", "--via-gateway", "tokX", "--data", "a=b", "--json"],
+                    env=client_env)
         assert r.returncode == 0, r.stderr
-        rec = json.loads(r.stdout)
+        sent = json.loads(r.stdout)
+        assert sent["state"] == "queued" and sent["to"] == "tokX"
+        box = tmp_path / "o.sqlite"
+        wait_until(lambda: counts(box).get("ok") == 1, what="the message sent")
+        rec = json.loads(run_ccs(["status", "--json", sent["id"]], env=env).stdout)
         assert rec["state"] == "ok" and rec["via"] == "ccs"
         assert tail.stdout
         line = json.loads(tail.stdout.readline())
@@ -59,8 +63,8 @@ def test_run_send_stats_tail_and_clean_stop(tmp_path: Path) -> None:
         assert st["providers"]["ccs"]["messages_sent"] == 1 and "apns" in st["providers"]
         r = run_ccs(["stats"], env={**client_env, "CCS_ADMIN_TOKEN": "wrong"})
         assert r.returncode == 1 and "401" in r.stderr
-        r = run_ccs(["status", "--json", rec["id"]], env=env)
-        assert json.loads(r.stdout)["state"] == "ok"
+        r = run_ccs(["send", "--via-gateway", "tokY"], env={**client_env, "CCS_ADMIN_PORT": "1"})
+        assert r.returncode == 3 and "cannot reach the gateway" in r.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)

@@ -124,7 +124,7 @@ def test_a_slow_provider_never_starves_the_others() -> None:
     fcm = sup.enqueue_many([{"to": f"f{i}"} for i in range(200)])
     assert all(sup.result(i).get(timeout=5).ok for i in fcm)
     assert len(apns.received) == 4  # its own limit, nothing more
-    assert sup.stats()["providers"]["apns"]["in_flight"] == 4
+    assert sup.stats()["providers"]["apns"]["dispatching"] == 4
     apns.gate.set()
     assert all(sup.result(i).get(timeout=5).ok for i in stuck)
     sup.stop()

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 import click
@@ -234,32 +234,37 @@ def tail(config: str | None, kinds: str | None) -> None:
         pass
 
 
-@click.command()
-@config_option
-@click.option("--via-gateway", is_flag=True, required=True,
-              help="Hand the message to the running gateway's admin API (stored, then sent).")
-@click.option("--to", default=None, help="Target token or /topics/NAME.")
-@_json_option("--data", "The data object.")
-@_json_option("--notification", "The notification object.")
-@_json_option("--message", "A whole message as JSON (--to/--data/--notification add to it).")
-@click.option("--via", default=None, help="Provider (default: FCM via CCS or fallback).")
-@click.option("--wait", default=0.0, type=float, help="Seconds to wait for the outcome.")
-@config_errors
-def send(config: str | None, via_gateway: bool, to: str | None, data: str | None,
-         notification: str | None, message: str | None, via: str | None, wait: float) -> None:
-    """Send one message through the running gateway; prints its id (and outcome with --wait)."""
-    msg = dict(_parse_json(message, "--message") or {})
-    if to is not None:
-        msg["to"] = to
-    if data is not None:
-        msg["data"] = _parse_json(data, "--data")
-    if notification is not None:
-        msg["notification"] = _parse_json(notification, "--notification")
-    client = _admin(load_settings(config))
-    (mid,) = _call(client.request, "POST", "/v1/messages", {"message": msg, "via": via})["ids"]
-    record = {"id": mid, "state": "queued"}
-    deadline = time.monotonic() + wait
-    while record["state"] in ("queued", "in_flight") and time.monotonic() < deadline:
-        time.sleep(0.1)  # a console poll, not test synchronisation
-        record = _call(client.request, "GET", f"/v1/messages/{mid}")
-    click.echo(json.dumps(record, separators=(",", ":")))
+def send_via_gateway(messages: Iterable[dict[str, Any]], as_json: bool,
+                     batch: int = 500) -> int:
+    """`ccs send --via-gateway`: POST the messages in batches; print one line per message.
+
+    Exit status: 0 all stored, 2 bad configuration or a message refused, 3 gateway unreachable.
+    """
+    from ccs.admin.client import AdminError
+
+    try:
+        client = _admin(Settings.load(None))
+    except ConfigError as exc:
+        click.echo(f"ccs send: configuration error: {exc}", err=True)
+        return 2
+    pending: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        ids = client.request("POST", "/v1/messages", {"messages": pending})["ids"]
+        for m, mid in zip(pending, ids, strict=True):
+            to = m.get("to") or m.get("condition")
+            line = {"id": mid, "to": to, "state": "queued"}
+            click.echo(json.dumps(line) if as_json else f"queued  {to} id={mid}")
+        pending.clear()
+
+    try:
+        for m in messages:
+            pending.append(m)
+            if len(pending) >= batch:
+                flush()
+        if pending:
+            flush()
+    except AdminError as exc:
+        click.echo(f"ccs send: {exc}", err=True)
+        return 3 if exc.status is None else 2
+    return 0

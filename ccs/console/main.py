@@ -14,15 +14,15 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from ccs.console import emulate, gateway, settings_cmd
+    from ccs.console import demo, emulate, gateway, send, settings_cmd
 
+    cli.add_command(demo.demo)
     cli.add_command(emulate.emulate)
+    cli.add_command(send.send)
     cli.add_command(settings_cmd.settings_cmd)
     for command in (gateway.run, gateway.enqueue, gateway.status, gateway.stats, gateway.drain,
                     gateway.tail):
         cli.add_command(command)
-    if "send" not in cli.commands:  # the CCS client's own `send` may take --via-gateway instead
-        cli.add_command(gateway.send)
 
 
 _register()
