@@ -7,6 +7,7 @@ is recorded on the message (`via`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,10 +24,14 @@ class RouteError(ValueError):
 
 
 class Router:
-    def __init__(self, available: Callable[[], Mapping[str, bool]], fallback: str | None) -> None:
-        """`available()` maps each configured provider name to its health right now."""
+    def __init__(self, available: Callable[[], Mapping[str, bool]], fallback: str | None,
+                 grace_until: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+        """`available()` maps each configured provider name to its health right now; until
+        `grace_until` (clock time) an unhealthy CCS is still chosen: it is still connecting."""
         self._available = available
         self.fallback = fallback or None
+        self.grace_until = grace_until
+        self.clock = clock
 
     def lanes(self) -> list[str]:
         names = list(self._available())
@@ -48,6 +53,8 @@ class Router:
         health = self._available()
         if health.get("ccs"):
             return "ccs"
+        if "ccs" in health and self.clock() < self.grace_until:
+            return "ccs"  # starting up: give CCS its first connection before falling back
         if self.fallback in health:
             return self.fallback  # type: ignore[return-value]
         return "ccs"  # no fallback configured: CCS retries until a session is up

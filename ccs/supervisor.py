@@ -109,7 +109,8 @@ class Supervisor:
             provider.start()
             self.providers[name] = provider
         router = Router(lambda: {n: p.healthy() for n, p in self.providers.items()},
-                        s["gateway.fcm_fallback"])
+                        s["gateway.fcm_fallback"],
+                        grace_until=time.monotonic() + s["gateway.ccs_startup_grace"])
         self.dispatcher = Dispatcher(store, self.providers, router,
                                      concurrency=s["gateway.concurrency"], clock=self.clock)
         self.dispatcher.outcomes.add(self.stats_observer.observe)

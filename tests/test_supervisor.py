@@ -16,7 +16,8 @@ from ccs.supervisor import Supervisor
 from tests.helpers import wait_until
 from tests.providers import LocalProvider
 
-BASE = Settings.defaults().replace(admin__enabled=False, gateway__restart_backoff=0.01)
+BASE = Settings.defaults().replace(admin__enabled=False, gateway__restart_backoff=0.01,
+                                   gateway__ccs_startup_grace=0.0)
 
 
 def make(providers: dict[str, LocalProvider], store=None, **settings) -> Supervisor:
@@ -183,3 +184,17 @@ def test_restart_after_crash_resends_in_flight(tmp_path: Path) -> None:
     assert sup.stats()["outbox"]["resent"] == 4 and len(p.received) == 10
     sup.stop()
     sup.store.close()
+
+
+def test_router_waits_for_ccs_during_startup_grace() -> None:
+    from ccs.router import Router
+
+    now = [0.0]
+    health = {"ccs": False, "http": True}
+    r = Router(lambda: health, "http", grace_until=5.0, clock=lambda: now[0])
+    assert r.choose("fcm") == "ccs"
+    now[0] = 6.0
+    assert r.choose("fcm") == "http"
+    health["ccs"] = True
+    assert r.choose("fcm") == "ccs" and r.choose("apns") == "apns"
+    assert r.lanes() == ["fcm", "ccs", "http"]
