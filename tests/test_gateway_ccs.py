@@ -1,0 +1,139 @@
+"""The gateway with the real CcsClient against the CCS emulator over TLS on loopback."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess as std_subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gevent import subprocess
+
+from ccs.emulator import CcsEmulator
+from ccs.outcome import Status
+from ccs.settings import Settings
+from ccs.supervisor import Supervisor
+from tests.helpers import ROOT, ccs_env, wait_until
+from tests.test_feedback import SECRET, Receiver
+
+SENDER, KEY = "4815162342", "gateway-test-key"
+
+
+@pytest.fixture
+def emu(pki: Any) -> Any:
+    with CcsEmulator(sender_id=SENDER, server_key=KEY, pki=pki, upstream_redeliver=0.2,
+                     receipt_redeliver=0.2, drain_grace=0.05) as e:
+        yield e
+
+
+def ccs_settings(emu: CcsEmulator, outbox: Path, **kw: Any) -> Settings:
+    return Settings.defaults().replace(
+        admin__enabled=False, ccs__host=emu.host, ccs__port=emu.port, ccs__sender_id=SENDER,
+        ccs__server_key=KEY, ccs__ca_file=emu.ca_file, ccs__connections=2,
+        outbox__path=str(outbox), **kw)
+
+
+def test_gateway_over_ccs_outcomes_upstream_receipts_and_feedback(emu: Any,
+                                                                  tmp_path: Path) -> None:
+    rx = Receiver()
+    emu.set_token_error("dead-token", "DEVICE_UNREGISTERED")
+    box = tmp_path / "g.sqlite"
+    sup = Supervisor(ccs_settings(emu, box, webhook__url=rx.url, webhook__secret=SECRET)).start()
+    try:
+        upstream: list[Any] = []
+        receipts: list[Any] = []
+        sup.upstream.add(upstream.append)
+        sup.receipts.add(receipts.append)
+        ids = sup.enqueue_many([{"to": f"tok{i}", "data": {"i": str(i)}} for i in range(300)])
+        rid = sup.enqueue({"to": "tok-r", "delivery_receipt_requested": True})
+        dead = sup.enqueue({"to": "dead-token"})
+        outcomes = [sup.result(i).get(timeout=20) for i in ids]
+        assert all(o.status is Status.OK and o.via == "ccs" for o in outcomes)
+        assert sup.result(rid).get(timeout=10).ok
+        o = sup.result(dead).get(timeout=10)
+        assert o.status is Status.FAILED and o.error == "DEVICE_UNREGISTERED"
+        # the emulator's record agrees with the outbox
+        assert set(ids) <= set(emu.record.downstream_ids()) and emu.record.duplicates == 0
+        assert set(ids) <= emu.record.answered_ids()
+        # upstream: stored before the ack, handed to the app once
+        emu.send_upstream("device-1", {"hello": "world"}, message_id="up-1")
+        wait_until(lambda: upstream and receipts, what="upstream and receipt handled")
+        wait_until(lambda: any(a.message_id == "up-1" for a in emu.record.acks_received),
+                   what="upstream acked")
+        assert upstream[0].body["from"] == "device-1" and upstream[0].body["data"] == {
+            "hello": "world"}
+        assert receipts[0].body["original_message_id"] == rid
+        db = sqlite3.connect(box)
+        kinds = Counter(k for (k,) in db.execute("SELECT kind FROM events"))
+        db.close()
+        assert kinds["upstream"] == 1 and kinds["receipt"] == 1
+        # token feedback reached the webhook
+        wait_until(lambda: rx.accepted(), what="webhook")
+        assert rx.accepted()[0]["token"] == "dead-token"
+        st = sup.stats()
+        assert st["providers"]["ccs"]["messages_sent"] == 301
+        assert st["providers"]["ccs"]["logged_in"] is True
+        assert sup.drain() == {"drained": 2}  # both sessions; replacements open
+        assert sup.result(sup.enqueue({"to": "after-drain"})).get(timeout=10).ok
+    finally:
+        sup.stop()
+        rx.server.stop()
+
+
+def counts(path: Path) -> dict[str, int]:
+    db = sqlite3.connect(path)
+    try:
+        return dict(db.execute("SELECT state, count(*) FROM messages GROUP BY state"))
+    finally:
+        db.close()
+
+
+def start_run(env: dict[str, str]) -> Any:
+    proc = subprocess.Popen([sys.executable, "-m", "ccs", "run"], env=ccs_env(env), cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if "ccs-gateway running" in line:
+            return proc
+    raise AssertionError(f"ccs run did not start: exit {proc.wait()}")
+
+
+def test_kill_9_of_ccs_run_mid_10000_then_restart(emu: Any, tmp_path: Path) -> None:
+    box = tmp_path / "k.sqlite"
+    env = {"CCS_HOST": emu.host, "CCS_PORT": str(emu.port), "CCS_SENDER_ID": SENDER,
+           "CCS_SERVER_KEY": KEY, "CCS_CA_FILE": emu.ca_file, "CCS_CONNECTIONS": "2",
+           "CCS_OUTBOX": str(box), "CCS_ADMIN_ENABLED": "false"}
+    n = 10_000
+    r = std_subprocess.run([sys.executable, "-m", "ccs", "enqueue", "--tokens-file", "-"],
+                           env=ccs_env(env), cwd=ROOT, capture_output=True, text=True,
+                           input="".join(f"tok{i}\n" for i in range(n)), timeout=60)
+    assert r.returncode == 0, r.stderr
+    emu.set_faults(ack_delay=0.05)  # slow enough to be killed in the middle
+    proc = start_run(env)
+    wait_until(lambda: len(emu.record.answered_ids()) >= 2000, timeout=30,
+               what="2000 messages acked")
+    proc.kill()  # SIGKILL
+    proc.wait()
+    mid = counts(box)
+    assert mid.get("in_flight", 0) > 0 and mid.get("queued", 0) > 0
+    emu.set_faults(ack_delay=0.0)
+    proc = start_run(env)
+    try:
+        wait_until(lambda: counts(box).get("ok") == n, timeout=60, what="all ok")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+    db = sqlite3.connect(box)
+    rows = {i: (s, resent) for i, s, resent in db.execute("SELECT id, state, resent FROM messages")}
+    db.close()
+    assert len(rows) == n and {s for s, _ in rows.values()} == {"ok"}
+    # the emulator saw every message, and acked each
+    assert set(emu.record.downstream_ids()) == set(rows)
+    assert set(rows) <= emu.record.answered_ids()
+    # duplicates only for messages that were in flight at the kill, each counted as resent
+    for mid_ in emu.record.duplicate_ids:
+        assert rows[mid_][1] >= 1
+    assert len(emu.record.duplicate_ids) <= mid["in_flight"]
