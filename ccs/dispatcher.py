@@ -52,6 +52,8 @@ class Dispatcher:
         self._wake = {lane: Event() for lane in router.lanes()}
         self._in_flight: dict[str, tuple[str, float]] = {}  # id -> (provider, claimed at)
         self._waiters: dict[str, SendResult] = {}
+        self._done: list[tuple[Record, Outcome, float]] = []  # outcomes awaiting their commit
+        self._done_wake = Event()
         self.accepting = True
         self._claiming = True
 
@@ -149,10 +151,26 @@ class Dispatcher:
             outcome = Outcome(Status.FAILED, via=target, to=r.to, message_id=r.id,
                               error=type(exc).__name__, description=str(exc),
                               attempts=r.attempts)
-        self.store.finish([Finish(r.id, outcome)], self.clock())
-        _, started = self._in_flight.pop(r.id, (target, time.monotonic()))
-        r.state, r.via = str(outcome.status), outcome.via
-        self._resolved(r, outcome, time.monotonic() - started)
+        _, started = self._in_flight.get(r.id, (target, time.monotonic()))
+        # The provider slot is free now; the finisher records outcomes many per transaction.
+        self._done.append((r, outcome, time.monotonic() - started))
+        self._done_wake.set()
+
+    def run_finisher(self) -> None:
+        """Record outcomes in batches, then tell waiters and observers (a supervisor child)."""
+        while True:
+            self._done_wake.wait()
+            self._done_wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        while self._done:
+            batch, self._done = self._done, []
+            self.store.finish([Finish(r.id, o, r.seq) for r, o, _ in batch], self.clock())
+            for r, outcome, latency in batch:
+                self._in_flight.pop(r.id, None)
+                r.state, r.via = str(outcome.status), outcome.via
+                self._resolved(r, outcome, latency)
 
     def _resolved(self, r: Record, outcome: Outcome, latency: float) -> None:
         waiter = self._waiters.pop(r.id, None)
@@ -171,9 +189,10 @@ class Dispatcher:
         deadline = time.monotonic() + timeout
         for pool in self.pools.values():
             pool.join(timeout=max(0.0, deadline - time.monotonic()))
-        left = list(self._in_flight)
         for pool in self.pools.values():
             pool.kill(block=True)
+        self.flush()  # outcomes already known are recorded, not put back
+        left = list(self._in_flight)
         if left:
             self.store.release(left, self.clock())
             self._in_flight.clear()

@@ -119,6 +119,7 @@ class Supervisor:
         self.add_child("feedback", self.feedback.run)
         if webhook is not None:
             self.add_child("webhook", self.feedback.run_webhook)
+        self.add_child("finisher", self.dispatcher.run_finisher)
         for lane in self.dispatcher.lanes():
             self.add_child(f"lane:{lane}", lambda lane=lane: self.dispatcher.run_lane(lane))
         if self.admin is not None:

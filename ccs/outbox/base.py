@@ -51,6 +51,7 @@ class Record:
     error: str | None = None
     description: str | None = None
     canonical_id: str | None = None
+    seq: int = 0  # the store's position for it (0: unknown)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -69,6 +70,7 @@ class Finish:
 
     id: str
     outcome: Outcome
+    seq: int = 0  # Record.seq when known: a faster lookup than the id
 
     @property
     def state(self) -> str:

@@ -30,7 +30,6 @@ from ccs.outbox.base import (
     Store,
     dumps,
 )
-from ccs.outcome import Status
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,8 @@ CREATE TABLE IF NOT EXISTS messages (
     created_at REAL NOT NULL, updated_at REAL NOT NULL, expires_at REAL,
     via TEXT, provider_message_id TEXT, error TEXT, description TEXT, canonical_id TEXT);
 CREATE INDEX IF NOT EXISTS messages_queued ON messages(lane, seq) WHERE state = 'queued';
-CREATE INDEX IF NOT EXISTS messages_in_flight ON messages(seq) WHERE state = 'in_flight';
+CREATE INDEX IF NOT EXISTS messages_ttl ON messages(lane, expires_at)
+    WHERE state = 'queued' AND expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS counters (state TEXT PRIMARY KEY, n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, body TEXT NOT NULL,
@@ -56,17 +56,37 @@ _COLS = ("seq, id, lane, state, payload, target, attempts, resent, created_at, u
 
 
 def _record(row: Sequence[Any]) -> Record:
-    return Record(id=row[1], lane=row[2], state=row[3], payload=json.loads(row[4]), to=row[5],
+    return Record(seq=row[0], id=row[1], lane=row[2], state=row[3], payload=json.loads(row[4]), to=row[5],
                   attempts=row[6], resent=row[7], created_at=row[8], updated_at=row[9],
                   expires_at=row[10], via=row[11], provider_message_id=row[12], error=row[13],
                   description=row[14], canonical_id=row[15])
 
 
+class _Moves(dict[str, int]):
+    """Per-state count changes of one transaction, written once before it commits."""
+
+    def add(self, changes: dict[str, int]) -> None:
+        for k, v in changes.items():
+            self[k] = self.get(k, 0) + v
+
+    def write(self, db: sqlite3.Connection) -> None:
+        db.executemany("INSERT INTO counters(state, n) VALUES (?, ?) "
+                       "ON CONFLICT(state) DO UPDATE SET n = n + excluded.n",
+                       [(k, v) for k, v in self.items() if v])
+        self.clear()
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that carries its open transaction's count changes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.moves = _Moves()
+
+
 def _bump(db: sqlite3.Connection, moves: dict[str, int]) -> None:
     """Keep per-state counts in step (so stats never scan the table)."""
-    db.executemany("INSERT INTO counters(state, n) VALUES (?, ?) "
-                   "ON CONFLICT(state) DO UPDATE SET n = n + excluded.n",
-                   [(k, v) for k, v in moves.items() if v])
+    db.moves.add(moves)  # type: ignore[attr-defined]
 
 
 class SqliteStore(Store):
@@ -77,7 +97,8 @@ class SqliteStore(Store):
         self.batch = batch
         self.commits = 0  # transactions committed; ops / commits = the group size
         self.ops = 0
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                   factory=_Connection)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
         self._db.execute("PRAGMA busy_timeout=5000")  # another process (`ccs enqueue`) writing
@@ -116,15 +137,19 @@ class SqliteStore(Store):
 
     def _transaction(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...], Any]]
                      ) -> list[tuple[bool, Any]]:
-        db = self._db
+        db: Any = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
-            outs = [(True, fn(db, *args)) for fn, args, _ in ops]
+            added = self._add_all(db, [args for fn, args, _ in ops if fn is self._add])
+            outs = [(True, [True] * len(args[0]) if added and fn is self._add else fn(db, *args))
+                    for fn, args, _ in ops]
+            db.moves.write(db)
             db.execute("COMMIT")
             self.commits += 1
             self.ops += len(ops)
             return outs
         except Exception:
+            db.moves.clear()
             if db.in_transaction:
                 db.execute("ROLLBACK")
         outs = []  # one operation failed: run each alone so only it sees its error
@@ -132,13 +157,35 @@ class SqliteStore(Store):
             try:
                 db.execute("BEGIN IMMEDIATE")
                 value = fn(db, *args)
+                db.moves.write(db)
                 db.execute("COMMIT")
                 outs.append((True, value))
             except Exception as exc:
+                db.moves.clear()
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 outs.append((False, exc))
         return outs
+
+    @staticmethod
+    def _add_all(db: sqlite3.Connection, adds: list[tuple[Any, ...]]) -> bool:
+        """Insert every add of this transaction in one statement; False when any id is
+        already stored (then each add runs alone, ignoring the ids already there)."""
+        rows = [(m.id, m.lane, dumps(m.payload), m.to, now, now, m.expires_at)
+                for items, now in adds for m in items]
+        if not rows:
+            return False
+        db.execute("SAVEPOINT adds")
+        try:
+            db.executemany("INSERT INTO messages(id, lane, state, payload, target, created_at, "
+                           "updated_at, expires_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?)", rows)
+        except sqlite3.IntegrityError:
+            db.execute("ROLLBACK TO adds")
+            db.execute("RELEASE adds")
+            return False
+        db.execute("RELEASE adds")
+        _bump(db, {QUEUED: len(rows)})
+        return True
 
     # operations (run inside the writer's transaction)
     @staticmethod
@@ -156,39 +203,40 @@ class SqliteStore(Store):
     @staticmethod
     def _claim(db: sqlite3.Connection, lane: str, limit: int, now: float
                ) -> tuple[list[Record], list[Record]]:
-        rows = db.execute(f"SELECT {_COLS} FROM messages WHERE lane = ? AND state = 'queued' "
-                          "ORDER BY seq LIMIT ?", (lane, limit)).fetchall()
-        claimed, expired = [], []
-        for row in rows:
-            r = _record(row)
-            r.updated_at = now
-            if r.expires_at is not None and r.expires_at <= now:
-                r.state = str(Status.EXPIRED)
-                r.error = "time_to_live passed before it was sent"
-                expired.append((r, row[0]))
-            else:
-                r.state, r.attempts = IN_FLIGHT, r.attempts + 1
-                claimed.append((r, row[0]))
-        db.executemany("UPDATE messages SET state = 'in_flight', attempts = attempts + 1, "
-                       "updated_at = ? WHERE seq = ?", [(now, s) for _, s in claimed])
-        db.executemany("UPDATE messages SET state = 'expired', error = ?, updated_at = ? "
-                       "WHERE seq = ?", [(r.error, now, s) for r, s in expired])
-        _bump(db, {QUEUED: -len(rows), IN_FLIGHT: len(claimed), "expired": len(expired)})
-        return [r for r, _ in claimed], [r for r, _ in expired]
+        reason = "time_to_live passed before it was sent"
+        expired = [_record(r) for r in db.execute(
+            f"UPDATE messages SET state = 'expired', error = ?, updated_at = ? WHERE lane = ? "
+            f"AND state = 'queued' AND expires_at <= ? RETURNING {_COLS}",
+            (reason, now, lane, now)).fetchall()]
+        claimed = [_record(r) for r in db.execute(
+            f"UPDATE messages SET state = 'in_flight', attempts = attempts + 1, updated_at = ? "
+            f"WHERE seq IN (SELECT seq FROM messages WHERE lane = ? AND state = 'queued' "
+            f"ORDER BY seq LIMIT ?) RETURNING {_COLS}", (now, lane, limit)).fetchall()]
+        claimed.sort(key=lambda r: r.seq)
+        expired.sort(key=lambda r: r.seq)
+        _bump(db, {QUEUED: -len(claimed) - len(expired), IN_FLIGHT: len(claimed),
+                   "expired": len(expired)})
+        return claimed, expired
 
     @staticmethod
     def _finish(db: sqlite3.Connection, done: Sequence[Finish], now: float) -> None:
         moves: dict[str, int] = {}
-        sql = ("UPDATE messages SET state = ?, via = ?, updated_at = ?, provider_message_id = ?, "
-               "error = ?, description = ?, canonical_id = ? WHERE id = ? AND state = ?")
+        by_state: dict[str, list[tuple[Any, ...]]] = {}
         for f in done:
             o = f.outcome
-            row = (f.state, o.via, now, o.message_id, o.error, o.description, o.canonical_id,
-                   f.id)
+            by_state.setdefault(f.state, []).append(
+                (o.via, now, o.message_id, o.error, o.description, o.canonical_id,
+                 f.seq or None, f.id))
+        for state, rows in by_state.items():
             for before in (IN_FLIGHT, QUEUED):  # queued: released at stop, answered late
-                if db.execute(sql, (*row, before)).rowcount:
-                    moves[f.state] = moves.get(f.state, 0) + 1
-                    moves[before] = moves.get(before, 0) - 1
+                cur = db.executemany(
+                    "UPDATE messages SET state = ?, via = ?, updated_at = ?, "
+                    "provider_message_id = ?, error = ?, description = ?, canonical_id = ? "
+                    "WHERE seq = coalesce(?, (SELECT seq FROM messages WHERE id = ?)) "
+                    "AND state = ?", [(state, *r, before) for r in rows])
+                moves[state] = moves.get(state, 0) + cur.rowcount
+                moves[before] = moves.get(before, 0) - cur.rowcount
+                if moves[state] == len(rows):
                     break
         _bump(db, moves)
 
