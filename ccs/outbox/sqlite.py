@@ -56,8 +56,8 @@ _COLS = ("seq, id, lane, state, payload, target, attempts, resent, created_at, u
 
 
 def _record(row: Sequence[Any]) -> Record:
-    return Record(seq=row[0], id=row[1], lane=row[2], state=row[3], payload=json.loads(row[4]), to=row[5],
-                  attempts=row[6], resent=row[7], created_at=row[8], updated_at=row[9],
+    return Record(seq=row[0], id=row[1], lane=row[2], state=row[3], payload=json.loads(row[4]),
+                  to=row[5], attempts=row[6], resent=row[7], created_at=row[8], updated_at=row[9],
                   expires_at=row[10], via=row[11], provider_message_id=row[12], error=row[13],
                   description=row[14], canonical_id=row[15])
 
