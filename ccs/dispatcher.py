@@ -19,7 +19,8 @@ from gevent.pool import Pool
 from ccs.outbox.base import Finish, NewMessage, Record, Store
 from ccs.outcome import Listeners, Outcome, SendResult, Status
 from ccs.provider import Provider
-from ccs.router import CCS_SHAPED, RouteError, Router, adapt, remaining_ttl
+from ccs.providers import to_provider
+from ccs.router import CCS_SHAPED, RouteError, Router, remaining_ttl
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,12 @@ class Dispatcher:
                                      f"must be an integer 0..{MAX_TTL}, got {ttl!r}")
                 if ttl > 0:  # 0 is "now or never": the service decides, not the outbox
                     expires = now + ttl
-        to = m.get("to") or m.get("token") or m.get("device_token")
+        if lane not in ("ccs", "fcm", "http"):
+            try:
+                to_provider(lane, payload)  # refuse now what the provider would refuse later
+            except (ValueError, TypeError) as exc:
+                raise RouteError(where, str(exc)) from None
+        to = m.get("to") or m.get("token") or m.get("device") or m.get("device_token")
         return NewMessage(mid, lane, payload, str(to) if to is not None else None, expires)
 
     def result(self, id: str) -> SendResult:
@@ -143,7 +149,7 @@ class Dispatcher:
     def _send(self, target: str, r: Record) -> None:
         provider = self.providers[target]
         try:
-            message = adapt(target, remaining_ttl(r.payload, r.expires_at, self.clock()))
+            message = to_provider(target, remaining_ttl(r.payload, r.expires_at, self.clock()))
             outcome = provider.send(message).get()
         except Exception as exc:  # a bad message (InvalidMessage) or a provider bug
             if not isinstance(exc, ValueError):

@@ -112,10 +112,3 @@ def _json(v: Any) -> str:
     import json
 
     return json.dumps(v, separators=(",", ":"))
-
-
-def adapt(provider: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-    """The payload in the shape `provider` takes: FCM v1 for 'http', unchanged otherwise."""
-    if provider == "http":
-        return ccs_to_fcm_v1(payload)
-    return dict(payload)

@@ -105,6 +105,8 @@ REGISTRY: tuple[Setting, ...] = (
        "service-account JSON file for FCM HTTP v1"),
     _s("fcm.project", "CCS_FCM_PROJECT", "str", None, "Firebase project id"),
     _s("fcm.url", "CCS_FCM_URL", "str", None, "FCM HTTP v1 base URL (provider default if unset)"),
+    _s("fcm.iid_url", "CCS_FCM_IID_URL", "str", None,
+       "Instance ID (topic management) base URL (provider default if unset)"),
     _s("fcm.concurrency", "CCS_FCM_CONCURRENCY", "int", None,
        "FCM HTTP v1 requests in flight (provider default if unset)", minimum=1),
     # legacy GCM/FCM HTTP
@@ -116,6 +118,12 @@ REGISTRY: tuple[Setting, ...] = (
     _s("c2dm.email", "CCS_C2DM_EMAIL", "str", None, "ClientLogin account"),
     _s("c2dm.password", "CCS_C2DM_PASSWORD", "str", None, "ClientLogin password", secret=True),
     _s("c2dm.source", "CCS_C2DM_SOURCE", "str", None, "ClientLogin source (application name)"),
+    _s("c2dm.quota_lock", "CCS_C2DM_QUOTA_LOCK", "path", None,
+       "file written when the daily quota is exceeded (provider default if unset)"),
+    _s("c2dm.callback_url", "CCS_C2DM_CALLBACK_URL", "str", None,
+       "node2dm-style bad-token callback URL of the C2DM provider"),
+    _s("c2dm.callback_secret", "CCS_C2DM_CALLBACK_SECRET", "str", None,
+       "shared secret of the C2DM bad-token callback", secret=True),
     # MPNS
     _s("mpns.cert", "CCS_MPNS_CERT", "path", None, "client certificate for authenticated MPNS"),
     _s("mpns.key", "CCS_MPNS_KEY", "path", None, "private key of the MPNS client certificate"),

@@ -6,6 +6,7 @@ opens (a slow provider), and it records every message it was handed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -46,7 +47,9 @@ class LocalProvider(Provider):
         return {"received": len(self.received), "logged_in": self.is_healthy}
 
     def send(self, message: Any) -> SendResult:
-        if not isinstance(message, dict) or not (message.get("to") or message.get("token")):
+        if dataclasses.is_dataclass(message):  # a provider model object (Notification...)
+            message = dataclasses.asdict(message)  # type: ignore[arg-type]
+        if not isinstance(message, dict) or not _target(message):
             raise ValueError("to: a message needs a target")
         self.received.append(message)
         if self.on_send is not None:
@@ -59,7 +62,7 @@ class LocalProvider(Provider):
         self.gate.wait()
         if self.delay:
             gevent.sleep(self.delay)
-        to = message.get("to") or message.get("token")
+        to = _target(message)
         code = self.fail_tokens.get(to)
         if code:
             self.token_events.emit(TokenEvent(TokenEventKind.UNREGISTERED, self.name, to,
@@ -69,3 +72,10 @@ class LocalProvider(Provider):
         else:
             result.resolve(Outcome(Status.OK, via=self.name, to=to,
                                    message_id="0:" + str(message.get("message_id"))))
+
+
+def _target(message: dict[str, Any]) -> Any:
+    for key in ("to", "token", "device", "registration_id"):
+        if message.get(key):
+            return message[key]
+    return None

@@ -198,3 +198,28 @@ def test_router_waits_for_ccs_during_startup_grace() -> None:
     health["ccs"] = True
     assert r.choose("fcm") == "ccs" and r.choose("apns") == "apns"
     assert r.lanes() == ["fcm", "ccs", "http"]
+
+
+def test_provider_models_built_from_stored_json() -> None:
+    import dataclasses
+
+    from ccs import providers
+
+    @dataclasses.dataclass
+    class Note:
+        device: str
+        alert: str | None = None
+
+    providers.register("apns-test", lambda env: LocalProvider("apns-test"),
+                       providers._dataclass_adapter(Note, {"to": "device", "message_id": None}))
+    try:
+        assert providers.to_provider("apns-test", {"to": "d1", "alert": "hi",
+                                                   "message_id": "x"}) == Note("d1", "hi")
+        with pytest.raises(ValueError) as exc:
+            providers.to_provider("apns-test", {"to": "d1", "colour": "red"})
+        assert "colour" in str(exc.value)
+        assert providers.to_provider("http", {"to": "t", "data": {"a": 1}}) == {
+            "token": "t", "data": {"a": "1"}}
+        assert providers.to_provider("ccs", {"to": "t"}) == {"to": "t"}
+    finally:
+        providers.unregister("apns-test")
