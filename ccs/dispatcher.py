@@ -111,8 +111,10 @@ class Dispatcher:
         if res is None:
             res = self._waiters[id] = SendResult(id)
             r = self.store.get(id)
-            if r is not None and r.state not in ("queued", "in_flight"):
+            if r is None or r.state not in ("queued", "in_flight"):
                 self._waiters.pop(id, None)
+                if r is None:
+                    raise KeyError(f"no message {id!r} in the outbox")
                 res.resolve(outcome_of(r))
         return res
 

@@ -72,7 +72,17 @@ class Supervisor:
 
     # starting
     def start(self) -> Supervisor:
-        """Open the outbox, start providers, then dispatcher, feedback and admin API, in order."""
+        """Open the outbox, start providers, then dispatcher, feedback and admin API, in order.
+
+        If any step fails, what was started is stopped again and the error propagates."""
+        try:
+            return self._start()
+        except BaseException:
+            self.started = True
+            self.stop(timeout=0)
+            raise
+
+    def _start(self) -> Supervisor:
         s = self.settings
         webhook = None
         if s["webhook.url"]:
@@ -248,9 +258,9 @@ class Supervisor:
             self.dispatcher.stop_claiming()
             left = self.dispatcher.drain(timeout)
         self.stopped = True
+        self.bus.close()  # ends event streams, so the admin server need not wait for them
         if self.admin is not None:
             self.admin.stop()
-        self.bus.close()
         self.group.kill(block=True, timeout=5)
         for name, p in reversed(list(self.providers.items())):
             try:

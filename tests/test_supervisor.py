@@ -223,3 +223,21 @@ def test_provider_models_built_from_stored_json() -> None:
         assert providers.to_provider("ccs", {"to": "t"}) == {"to": "t"}
     finally:
         providers.unregister("apns-test")
+
+
+def test_a_failed_start_stops_what_it_started(tmp_path: Path) -> None:
+    class Broken(LocalProvider):
+        def start(self) -> None:
+            raise RuntimeError("cannot start")
+
+    good = LocalProvider("ccs")
+    sup = Supervisor(BASE.replace(outbox__path=str(tmp_path / "f.sqlite")),
+                     providers={"ccs": good, "apns": Broken("apns")})
+    with pytest.raises(RuntimeError):
+        sup.start()
+    assert good.started == 1 and good.stopped == 1
+    assert sup.store._closed  # type: ignore[attr-defined]
+    other = make({"ccs": LocalProvider("ccs")})
+    with pytest.raises(KeyError):
+        other.result("never-enqueued")
+    other.stop()
