@@ -102,15 +102,15 @@ def main() -> None:
     best: dict[str, float] = {}
     try:
         for _ in range(args.rounds):
-            for kind in ("memory", "sqlite", "sqlite-threadpool"):
+            for kind in ("memory", "sqlite-threadpool", "sqlite-hub"):
                 rate = run(info, kind, args.count, args.producers, args.connections)
                 best[kind] = max(best.get(kind, 0.0), rate)
     finally:
         emu.terminate()
         emu.wait(timeout=10)
-    print(f"sqlite in the hub: {best['sqlite']:.0f}/s; in the threadpool: "
+    print(f"sqlite in the hub: {best['sqlite-hub']:.0f}/s; in the threadpool: "
           f"{best['sqlite-threadpool']:.0f}/s (threadpool/hub = "
-          f"{best['sqlite-threadpool'] / best['sqlite']:.2f})")
+          f"{best['sqlite-threadpool'] / best['sqlite-hub']:.2f})")
     durable, memory = best["sqlite-threadpool"], best["memory"]
     print(f"result: durable_per_s={durable:.0f} memory_per_s={memory:.0f} "
           f"ratio={durable / memory:.2f}")
