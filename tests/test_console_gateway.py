@@ -117,3 +117,11 @@ def test_kill_9_mid_run_then_restart_every_message_once(tmp_path: Path) -> None:
     dupes = {k: c - 1 for k, c in seen.items() if c > 1}
     assert all(rows[k] >= d for k, d in dupes.items())  # only re-sent in-flight ones repeat
     assert sum(dupes.values()) <= mid["in_flight"]
+
+
+def test_run_refuses_to_start_without_admin_token(tmp_path: Path) -> None:
+    r = run_ccs(["run"], env={"CCS_PLUGINS": "tests.plugin_local",
+                              "CCS_OUTBOX": str(tmp_path / "t.sqlite")})
+    assert r.returncode == 2 and "admin.token" in r.stderr and "Traceback" not in r.stderr
+    r = run_ccs(["run"], env={"CCS_PLUGINS": "tests.no_such_plugin", "CCS_ADMIN_TOKEN": "x"})
+    assert r.returncode == 2 and "gateway.plugins" in r.stderr
