@@ -48,6 +48,8 @@ class Dispatcher:
         self.batch = batch
         self.clock = clock
         self.pools = {name: Pool(concurrency) for name in providers}
+        self._room = {name: Event() for name in providers}  # set when a pool can take a chunk
+        self._rooms = {name: self._room_watcher(name) for name in providers}
         self.outcomes = Listeners()  # (Record, Outcome, latency seconds) after it is stored
         self.accepted = Listeners()  # list of ids newly stored
         self._wake = {lane: Event() for lane in router.lanes()}
@@ -133,8 +135,14 @@ class Dispatcher:
         while self._claiming:
             target = self.router.choose(lane)
             pool = self.pools[target]
-            if pool.free_count() == 0:
-                pool.wait_available(timeout=poll)
+            # A busy pool is refilled in chunks (a quarter of it), not a slot at a time: one
+            # claim then serves many messages, and the provider's own queue covers the gap.
+            want = min(self.batch, max(1, (pool.size or 1) // 4))
+            free = pool.free_count()
+            if free == 0 or (free < pool.size and free < want):
+                room = self._room[target]
+                room.clear()
+                room.wait(timeout=poll)
                 continue
             wake.clear()
             claimed, expired = self.store.claim(lane, min(pool.free_count(), self.batch),
@@ -144,9 +152,19 @@ class Dispatcher:
             now = time.monotonic()
             for r in claimed:
                 self._in_flight[r.id] = (target, now)
-                pool.spawn(self._send, target, r)
+                pool.spawn(self._send, target, r).rawlink(self._rooms[target])
             if not claimed and not expired:
                 wake.wait(timeout=poll)  # new work wakes us; the poll catches other writers
+
+    def _room_watcher(self, name: str) -> Callable[[Any], None]:
+        pool, room = self.pools[name], self._room[name]
+        want = min(self.batch, max(1, (pool.size or 1) // 4))
+
+        def freed(_: Any) -> None:  # runs after the pool let the greenlet go
+            if pool.free_count() >= want:
+                room.set()
+
+        return freed
 
     def _send(self, target: str, r: Record) -> None:
         provider = self.providers[target]
@@ -191,6 +209,8 @@ class Dispatcher:
         self.accepting = False
         self._claiming = False
         self.wake()
+        for room in self._room.values():
+            room.set()
 
     def drain(self, timeout: float) -> list[str]:
         """Wait up to `timeout` for in-flight sends; put the rest back in the queue."""
