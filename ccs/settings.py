@@ -80,8 +80,8 @@ REGISTRY: tuple[Setting, ...] = (
     _s("outbox.sync", "CCS_OUTBOX_SYNC", "str", "normal",
        "SQLite synchronous mode: normal survives a process crash, full also a power loss",
        choices=("normal", "full")),
-    _s("outbox.threadpool", "CCS_OUTBOX_THREADPOOL", "bool", True,
-       "run SQLite transactions in gevent's threadpool (false: in the hub, between greenlets)"),
+    _s("outbox.threadpool", "CCS_OUTBOX_THREADPOOL", "bool", False,
+       "run SQLite transactions in gevent's threadpool instead of in the hub"),
     _s("outbox.batch", "CCS_OUTBOX_BATCH", "int", 2000,
        "operations per group-commit transaction at most", minimum=1),
     # admin API

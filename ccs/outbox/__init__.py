@@ -6,7 +6,7 @@ from ccs.outbox.base import Event, Finish, NewMessage, Record, Store
 from ccs.outbox.memory import MemoryStore
 
 
-def open_store(path: str, sync: str = "normal", threadpool: bool = True,
+def open_store(path: str, sync: str = "normal", threadpool: bool = False,
                batch: int = 2000) -> Store:
     """The store a path names: ':memory:' for MemoryStore, else a SQLite file."""
     if path == ":memory:":

@@ -90,7 +90,7 @@ def _bump(db: sqlite3.Connection, moves: dict[str, int]) -> None:
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str, sync: str = "normal", threadpool: bool = True,
+    def __init__(self, path: str, sync: str = "normal", threadpool: bool = False,
                  batch: int = 2000) -> None:
         self.path = path
         self.threadpool = threadpool
