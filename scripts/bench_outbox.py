@@ -35,7 +35,8 @@ def start_emulator() -> tuple[subprocess.Popen[str], dict]:
     return proc, json.loads(proc.stdout.readline())
 
 
-def run(info: dict, store_kind: str, count: int, producers: int, connections: int) -> float:
+def run(info: dict, store_kind: str, count: int, producers: int, connections: int,
+        concurrency: int = 500) -> float:
     import gevent
 
     from ccs.outbox import MemoryStore
@@ -47,7 +48,7 @@ def run(info: dict, store_kind: str, count: int, producers: int, connections: in
     settings = Settings.defaults().replace(
         admin__enabled=False, ccs__host=info["host"], ccs__port=info["port"],
         ccs__sender_id=SENDER, ccs__server_key=KEY, ccs__ca_file=info["ca_file"],
-        ccs__connections=connections)
+        ccs__connections=connections, gateway__concurrency=concurrency)
     if store_kind == "memory":
         store = MemoryStore()
     else:
@@ -74,6 +75,7 @@ def run(info: dict, store_kind: str, count: int, producers: int, connections: in
 
     started = time.perf_counter()
     gevent.joinall([gevent.spawn(produce, k) for k in range(producers)], raise_error=True)
+    accepted = time.perf_counter() - started
     if not done.wait(timeout=120):
         raise SystemExit(f"bench: only {finished[0]} of {count} outcomes")
     elapsed = time.perf_counter() - started
@@ -84,9 +86,9 @@ def run(info: dict, store_kind: str, count: int, producers: int, connections: in
     sup.stop()
     store.close()
     rate = count / elapsed
-    group = f", {ops / commits:.1f} ops per commit" if commits else ""
-    print(f"{store_kind:18s} {count} messages in {elapsed:.2f}s: {rate:,.0f}/s{group}",
-          flush=True)
+    group = f"; {ops / commits:.1f} operations per commit" if commits else ""
+    print(f"{store_kind:18s} {count} messages in {elapsed:.2f}s: {rate:,.0f}/s (all accepted "
+          f"after {accepted:.2f}s{group})", flush=True)
     return rate
 
 

@@ -93,7 +93,7 @@ class Event:
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+    return json.dumps(obj, separators=(",", ":"))
 
 
 class Store(ABC):

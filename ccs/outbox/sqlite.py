@@ -51,12 +51,16 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_pending ON events(kind, next_at) WHERE done = 0;
 """
 
+PAYLOAD_CACHE = 200_000  # payloads kept in memory between enqueue and claim, at most
+
 _COLS = ("seq, id, lane, state, payload, target, attempts, resent, created_at, updated_at, "
          "expires_at, via, provider_message_id, error, description, canonical_id")
 
 
-def _record(row: Sequence[Any]) -> Record:
-    return Record(seq=row[0], id=row[1], lane=row[2], state=row[3], payload=json.loads(row[4]),
+def _record(row: Sequence[Any], payload: Any = None) -> Record:
+    if payload is None:
+        payload = json.loads(row[4])
+    return Record(seq=row[0], id=row[1], lane=row[2], state=row[3], payload=payload,
                   to=row[5], attempts=row[6], resent=row[7], created_at=row[8], updated_at=row[9],
                   expires_at=row[10], via=row[11], provider_message_id=row[12], error=row[13],
                   description=row[14], canonical_id=row[15])
@@ -106,6 +110,7 @@ class SqliteStore(Store):
         self._queue: deque[tuple[Callable[..., Any], tuple[Any, ...], AsyncResult]] = deque()
         self._wake = GEvent()
         self._closed = False
+        self._payloads: dict[str, Any] = {}  # payloads stored by this process, not yet claimed
         self._writer = gevent.spawn(self._write_loop)
 
     # the writer
@@ -167,8 +172,7 @@ class SqliteStore(Store):
                 outs.append((False, exc))
         return outs
 
-    @staticmethod
-    def _add_all(db: sqlite3.Connection, adds: list[tuple[Any, ...]]) -> bool:
+    def _add_all(self, db: sqlite3.Connection, adds: list[tuple[Any, ...]]) -> bool:
         """Insert every add of this transaction in one statement; False when any id is
         already stored (then each add runs alone, ignoring the ids already there)."""
         rows = [(m.id, m.lane, dumps(m.payload), m.to, now, now, m.expires_at)
@@ -185,6 +189,10 @@ class SqliteStore(Store):
             return False
         db.execute("RELEASE adds")
         _bump(db, {QUEUED: len(rows)})
+        if len(self._payloads) < PAYLOAD_CACHE:  # claim then skips decoding them again
+            for items, _ in adds:
+                for m in items:
+                    self._payloads[m.id] = m.payload
         return True
 
     # operations (run inside the writer's transaction)
@@ -200,15 +208,15 @@ class SqliteStore(Store):
         _bump(db, {QUEUED: sum(out)})
         return out
 
-    @staticmethod
-    def _claim(db: sqlite3.Connection, lane: str, limit: int, now: float
+    def _claim(self, db: sqlite3.Connection, lane: str, limit: int, now: float
                ) -> tuple[list[Record], list[Record]]:
+        cache = self._payloads
         reason = "time_to_live passed before it was sent"
-        expired = [_record(r) for r in db.execute(
+        expired = [_record(r, cache.pop(r[1], None)) for r in db.execute(
             f"UPDATE messages SET state = 'expired', error = ?, updated_at = ? WHERE lane = ? "
             f"AND state = 'queued' AND expires_at <= ? RETURNING {_COLS}",
             (reason, now, lane, now)).fetchall()]
-        claimed = [_record(r) for r in db.execute(
+        claimed = [_record(r, cache.pop(r[1], None)) for r in db.execute(
             f"UPDATE messages SET state = 'in_flight', attempts = attempts + 1, updated_at = ? "
             f"WHERE seq IN (SELECT seq FROM messages WHERE lane = ? AND state = 'queued' "
             f"ORDER BY seq LIMIT ?) RETURNING {_COLS}", (now, lane, limit)).fetchall()]
