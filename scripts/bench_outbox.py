@@ -74,11 +74,13 @@ def run(info: dict, store_kind: str, count: int, producers: int, connections: in
             sup.enqueue({"to": f"tok-{k}-{i}", "data": {"n": str(i)}})
 
     started = time.perf_counter()
+    cpu0 = time.process_time()
     gevent.joinall([gevent.spawn(produce, k) for k in range(producers)], raise_error=True)
     accepted = time.perf_counter() - started
     if not done.wait(timeout=120):
         raise SystemExit(f"bench: only {finished[0]} of {count} outcomes")
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu0
     counts = store.counts()
     assert counts["ok"] == count, counts
     commits = getattr(store, "commits", 0)
@@ -87,8 +89,9 @@ def run(info: dict, store_kind: str, count: int, producers: int, connections: in
     store.close()
     rate = count / elapsed
     group = f"; {ops / commits:.1f} operations per commit" if commits else ""
-    print(f"{store_kind:18s} {count} messages in {elapsed:.2f}s: {rate:,.0f}/s (all accepted "
-          f"after {accepted:.2f}s{group})", flush=True)
+    print(f"{store_kind:18s} {count} messages in {elapsed:.2f}s: {rate:,.0f}/s, "
+          f"{cpu / count * 1e6:.0f} us CPU each (all accepted after {accepted:.2f}s{group})",
+          flush=True)
     return rate
 
 

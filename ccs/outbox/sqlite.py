@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gevent
-from gevent.event import AsyncResult
 from gevent.event import Event as GEvent
 
 from ccs.outbox.base import (
@@ -93,6 +92,17 @@ def _bump(db: sqlite3.Connection, moves: dict[str, int]) -> None:
     db.moves.add(moves)  # type: ignore[attr-defined]
 
 
+class _Group:
+    """Operations committed together, and their results in order."""
+
+    __slots__ = ("ops", "results", "done")
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self.results: list[tuple[bool, Any]] = []
+        self.done = GEvent()
+
+
 class SqliteStore(Store):
     def __init__(self, path: str, sync: str = "normal", threadpool: bool = False,
                  batch: int = 2000) -> None:
@@ -107,9 +117,11 @@ class SqliteStore(Store):
         self._db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
         self._db.execute("PRAGMA busy_timeout=5000")  # another process (`ccs enqueue`) writing
         self._db.executescript(SCHEMA)
-        self._queue: deque[tuple[Callable[..., Any], tuple[Any, ...], AsyncResult]] = deque()
+        self._pending: deque[_Group] = deque()
+        self._open: _Group | None = None  # the group new operations join
         self._wake = GEvent()
         self._closed = False
+        self._busy = False
         self._payloads: dict[str, Any] = {}  # payloads stored by this process, not yet claimed
         self._writer = gevent.spawn(self._write_loop)
 
@@ -117,37 +129,45 @@ class SqliteStore(Store):
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._closed:
             raise RuntimeError("outbox is closed")
-        res: AsyncResult = AsyncResult()
-        self._queue.append((fn, args, res))
+        group = self._open
+        if group is None or len(group.ops) >= self.batch:
+            group = self._open = _Group()
+            self._pending.append(group)
+        index = len(group.ops)
+        group.ops.append((fn, args))
         self._wake.set()
-        return res.get()
+        group.done.wait()  # one event wakes the whole group: cheaper than a result each
+        ok, value = group.results[index]
+        if not ok:
+            raise value
+        return value
 
     def _write_loop(self) -> None:
         while True:
             self._wake.wait()
             self._wake.clear()
-            while self._queue:
-                n = min(len(self._queue), self.batch)
-                ops = [self._queue.popleft() for _ in range(n)]
+            while self._pending:
+                group = self._pending.popleft()
+                if group is self._open:
+                    self._open = None  # callers from now on start the next group
+                self._busy = True
                 if self.threadpool:
-                    outs = gevent.get_hub().threadpool.apply(self._transaction, (ops,))
+                    group.results = gevent.get_hub().threadpool.apply(self._transaction,
+                                                                      (group.ops,))
                 else:
-                    outs = self._transaction(ops)
-                for (_, _, res), (ok, value) in zip(ops, outs, strict=True):
-                    if ok:
-                        res.set(value)
-                    else:
-                        res.set_exception(value)
+                    group.results = self._transaction(group.ops)
+                self._busy = False
+                group.done.set()
                 gevent.sleep(0)  # let the woken callers queue their next operations
 
-    def _transaction(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...], Any]]
+    def _transaction(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]
                      ) -> list[tuple[bool, Any]]:
         db: Any = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
-            added = self._add_all(db, [args for fn, args, _ in ops if fn is self._add])
+            added = self._add_all(db, [args for fn, args in ops if fn is self._add])
             outs = [(True, [True] * len(args[0]) if added and fn is self._add else fn(db, *args))
-                    for fn, args, _ in ops]
+                    for fn, args in ops]
             db.moves.write(db)
             db.execute("COMMIT")
             self.commits += 1
@@ -158,7 +178,7 @@ class SqliteStore(Store):
             if db.in_transaction:
                 db.execute("ROLLBACK")
         outs = []  # one operation failed: run each alone so only it sees its error
-        for fn, args, _ in ops:
+        for fn, args in ops:
             try:
                 db.execute("BEGIN IMMEDIATE")
                 value = fn(db, *args)
@@ -338,8 +358,8 @@ class SqliteStore(Store):
         """Finish queued operations, then close the file."""
         if self._closed:
             return
-        if self._queue:
-            self._call(lambda db: None)
+        if self._pending or self._busy:
+            self._call(lambda db: None)  # runs after everything already handed over
         self._closed = True
         self._writer.kill()
         self._db.close()
