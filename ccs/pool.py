@@ -214,7 +214,7 @@ class Pool:
             self.counters["resent_after_loss"] += 1
             decision = self.policy.after_transport_loss(entry.attempts, entry.accepted_at, now,
                                                         None, self._rand.random())
-            if now > entry.deadline or not decision.retry:
+            if self._stopping or now > entry.deadline or not decision.retry:
                 self._final(entry, Status.UNKNOWN, "CONNECTION_LOST",
                             f"sent, connection lost before an answer ({session.close_reason})")
             else:

@@ -253,3 +253,47 @@ def test_stop_resolves_everything(emu):
         result = client.send(build_message("never"))
     out = result.get(timeout=1)
     assert out.status in (Status.FAILED, Status.UNKNOWN)
+
+
+MONKEY_SCRIPT = """
+from gevent import monkey; monkey.patch_all()
+import sys, threading
+from ccs.client import CcsClient, CcsConfig
+from ccs.emulator import CcsEmulator
+from ccs.message import build_message
+with CcsEmulator(sender_id="1", server_key="k") as emu:
+    c = CcsClient(CcsConfig(sender_id="1", server_key="k", host="localhost", port=emu.port,
+                            ca_file=emu.ca_file, connections=2))
+    c.start()
+    assert c.wait_ready(10)
+    # A plain thread (a greenlet, once patched) sending, as a patched app would.
+    out = []
+    t = threading.Thread(target=lambda: out.extend(
+        c.send(build_message(f"t{i}")).get(10).status for i in range(20)))
+    t.start(); t.join()
+    c.stop(2)
+print(",".join(sorted(set(out))), len(out))
+"""
+
+
+def test_works_under_monkey_patching():
+    import subprocess
+    import sys
+
+    from tests.helpers import ccs_env
+
+    res = subprocess.run([sys.executable, "-c", MONKEY_SCRIPT], env=ccs_env(),
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["ok", "20"]
+
+
+def test_stop_reports_unanswered_messages_as_unknown(emu):
+    with client_for(emu) as client:
+        assert client.wait_ready(5)
+        emu.set_faults(stall=True)
+        result = client.send(build_message("in-flight"))
+        wait_until(lambda: client.stats()["in_flight"] == 1, what="the message in flight")
+        client.stop(timeout=0.2)
+    out = result.get(timeout=1)
+    assert out.status is Status.UNKNOWN and out.attempts == 1

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import tempfile
+from pathlib import Path
+
 import click
 
 
@@ -10,9 +15,55 @@ def emulate() -> None:
     """Run a protocol-faithful emulator on loopback (prints its address and CA file)."""
 
 
+@emulate.command("fcm")
+@click.option("--port", default=0, show_default=True, help="TCP port on 127.0.0.1 (0: any).")
+@click.option("--project", default="emulated-project", show_default=True,
+              help="Firebase project id the emulator serves.")
+@click.option("--token-lifetime", default=3600, show_default=True,
+              help="Seconds an issued access token stays valid.")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
+              help="Where to write the CA and the service-account file (default: a temp dir).")
+@click.option("--record-limit", default=10_000, show_default=True,
+              help="How many requests the emulator remembers.")
+def fcm(port: int, project: str, token_lifetime: int, directory: str | None,
+        record_limit: int) -> None:
+    """FCM HTTP v1 with its OAuth token endpoint and the IID topic API, over HTTPS.
+
+    Prints one JSON line (host, port, url, ca_file, credentials, project), then serves until
+    SIGTERM or SIGINT.
+    """
+    import gevent
+    import gevent.event
+
+    from ccs.testing.pki import make_test_pki
+    from http_fallback.fcm.emulator import FcmEmulator
+
+    tmp = None
+    if directory is None:
+        tmp = tempfile.TemporaryDirectory(prefix="ccs-emulate-fcm-")
+        directory = tmp.name
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    pki = make_test_pki(Path(directory))
+    emulator = FcmEmulator(pki, project, port=port, token_lifetime=token_lifetime,
+                           record_limit=record_limit).start()
+    account = emulator.create_service_account(str(Path(directory) / "service-account.json"))
+    click.echo(json.dumps({"emulator": "fcm", "host": "127.0.0.1", "port": emulator.port,
+                           "url": emulator.url, "ca_file": pki.ca_file,
+                           "credentials": account.path, "project": project}), nl=True)
+    stop = gevent.event.Event()
+    gevent.signal_handler(signal.SIGTERM, stop.set)
+    gevent.signal_handler(signal.SIGINT, stop.set)
+    stop.wait()
+    emulator.stop()
+    if tmp is not None:
+        tmp.cleanup()
+
+
 @emulate.command("ccs")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=0, show_default=True, help="Port (0: pick a free one).")
+@click.option("--pki-dir", default=None,
+              help="Where to write the throw-away CA (default: a temporary directory).")
 @click.option("--sender-id", default="1234567890", show_default=True)
 @click.option("--server-key", default=None, help="Server key (default: a random one, printed).")
 @click.option("--ack-delay", type=float, default=0.0, show_default=True,
@@ -33,7 +84,8 @@ def emulate() -> None:
 @click.option("--upstream-redeliver", type=float, default=10.0, show_default=True)
 @click.option("--receipt-redeliver", type=float, default=10.0, show_default=True)
 @click.option("--drain-grace", type=float, default=0.5, show_default=True)
-def ccs(host: str, port: int, sender_id: str, server_key: str | None, **options: object) -> None:
+def ccs(host: str, port: int, pki_dir: str | None, sender_id: str, server_key: str | None,
+        **options: object) -> None:
     """Google CCS (XMPP over TLS): prints one JSON line, then serves until SIGTERM/SIGINT."""
     import json
     import secrets
@@ -44,18 +96,30 @@ def ccs(host: str, port: int, sender_id: str, server_key: str | None, **options:
     from gevent.event import Event
 
     from ccs.emulator import CcsEmulator
+    from ccs.testing.pki import make_test_pki
 
+    pki = make_test_pki(pki_dir) if pki_dir else None  # None: the emulator makes and removes one
     key = server_key or secrets.token_urlsafe(24)
     try:
-        emu = CcsEmulator(sender_id=sender_id, server_key=key, host=host, port=port, **options)
+        emu = CcsEmulator(sender_id=sender_id, server_key=key, pki=pki, host=host, port=port,
+                          record_limit=10_000, **options)
     except (TypeError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
     stop = Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(sig, stop.set)
     with emu:
-        line = {"host": emu.host, "port": emu.port, "ca_file": emu.ca_file,
+        line = {"emulator": "ccs", "host": emu.host, "port": emu.port, "ca_file": emu.ca_file,
                 "sender_id": sender_id, "server_key": key, "domain": emu.domain}
         click.echo(json.dumps(line))
         sys.stdout.flush()
         stop.wait()
+
+
+def _register_retired() -> None:
+    from ccs.console.emulate_retired import register
+
+    register(emulate)
+
+
+_register_retired()

@@ -1,6 +1,6 @@
 """What the emulated CCS does with each gcm message a client sends: ack, nack, errors, receipts.
 
-Order of decisions for a downstream message: stall, JSON, message_id, flow control, drop_after,
+Order of decisions for a downstream message: JSON, message_id, flow control, drop_after,
 draining, field validation, unavailable_every, scripted token error, then ack (with a canonical
 registration_id if scripted) and, when asked for, a delivery receipt.
 """
@@ -38,9 +38,16 @@ class Behaviour:
         prefixed = self._rng.random() < self.emu.settings.prefixed_fraction
         return stanzas.gcm_message(payload, prefixed, **attrs)
 
-    def _answer(self, conn: Connection, payload: dict[str, Any], then: Any = None) -> None:
-        self.record.sent.append(Sent(conn.id, payload["message_type"], payload, time.time()))
-        conn.answer(self.gcm(payload), then)
+    def _answer(self, conn: Connection, payload: dict[str, Any],
+                receipt: dict[str, Any] | None = None) -> None:
+        """Queue an ack/nack (held by ack_delay); it is recorded when it goes to the socket."""
+
+        def written() -> None:
+            self.record.add_sent(Sent(conn.id, payload["message_type"], payload, time.time()))
+            if receipt is not None:
+                self.emu.queue_receipt(conn, receipt)
+
+        conn.answer(self.gcm(payload), written)
 
     def nack(self, conn: Connection, msg: dict[str, Any], code: str, description: str) -> None:
         payload = {"message_type": "nack", "message_id": msg.get("message_id"),
@@ -50,15 +57,12 @@ class Behaviour:
         self._answer(conn, payload)
 
     def stanza_error(self, conn: Connection, el: ET.Element, code: str, condition: str,
-                     text: str, answers: int = 0) -> None:
+                     text: str) -> None:
         self.record.note(self.record.stanza_errors, conn.id, f"{code} {text}")
-        conn.send(stanzas.message_error(el, code, "modify", condition, text), answers)
+        conn.send(stanzas.message_error(el, code, "modify", condition, text))
 
     # dispatch ------------------------------------------------------------------------------
     def on_message(self, conn: Connection, el: ET.Element) -> None:
-        if self.emu.faults.stall:
-            self.record.note(self.record.ignored, conn.id, "stalled")
-            return
         if el.get("type") == "error":
             self.record.note(self.record.ignored, conn.id, "error stanza from client")
             return
@@ -91,7 +95,7 @@ class Behaviour:
             self.record.acks_received.append(AckReceived(conn.id, None, "bad", msg, now))
             payload = {"message_type": "nack", "error": "BAD_ACK",
                        "error_description": "Missing Required Field: message_id"}
-            self.record.sent.append(Sent(conn.id, "nack", payload, now))
+            self.record.add_sent(Sent(conn.id, "nack", payload, now))
             conn.send(self.gcm(payload))
             return
         out = self.emu.outstanding.get(mid)
@@ -152,13 +156,10 @@ class Behaviour:
                                "message_id": msg["message_id"], "message_type": "ack"}
         if isinstance(to, str) and to in self.emu.script.canonical:
             ack["registration_id"] = self.emu.script.canonical[to]
-        then = None
+        receipt = None
         if msg.get("delivery_receipt_requested") is True and not msg.get("dry_run"):
             receipt = self.receipt(msg)
-
-            def then() -> None:
-                self.emu.queue_receipt(conn, receipt)
-        self._answer(conn, ack, then)
+        self._answer(conn, ack, receipt)
 
     def receipt(self, msg: dict[str, Any]) -> dict[str, Any]:
         mid = msg["message_id"]

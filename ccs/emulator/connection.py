@@ -7,7 +7,6 @@ the stream through SASL PLAIN, restart, bind and session.
 from __future__ import annotations
 
 import heapq
-import logging
 import socket as stdlib_socket
 import struct
 import time
@@ -32,8 +31,6 @@ from ccs.emulator.xmlstream import (
 
 if TYPE_CHECKING:
     from ccs.emulator.server import CcsEmulator
-
-log = logging.getLogger(__name__)
 
 MESSAGE = f"{{{CLIENT_NS}}}message"
 IQ = f"{{{CLIENT_NS}}}iq"
@@ -136,6 +133,9 @@ class Connection:
 
     def _stanza(self, el: ET.Element) -> None:
         state = self.state
+        if self.emu.faults.stall and state != "start":
+            self.emu.record.note(self.emu.record.ignored, self.id, f"stalled: {el.tag}")
+            return
         if state == "ready":
             if el.tag == MESSAGE:
                 self.emu.behaviour.on_message(self, el)
@@ -161,6 +161,11 @@ class Connection:
             return
         creds = stanzas.decode_plain(el.text or "")
         reason = self.emu.check_credentials(creds)
+        if reason is None and self.emu.authenticated_count() >= self.emu.settings.max_connections:
+            record.note(record.auth_failures, self.id, "too many connections for this sender")
+            self.stream_error("policy-violation",
+                              f"more than {self.emu.settings.max_connections} connections")
+            raise _Closed
         if reason is None:
             assert creds is not None
             record.note(record.auth_ok, self.id, creds[1])
@@ -202,7 +207,8 @@ class Connection:
         self._out_answers += answers
 
     def answer(self, data: bytes, then: Callable[[], None] | None = None) -> None:
-        """Queue an ack/nack now, or after ack_delay through this connection's timer."""
+        """Queue an ack/nack now, or after ack_delay through this connection's timer; `then`
+        runs when it is queued for the socket."""
         delay = self.emu.faults.ack_delay
         if delay <= 0 and not self._heap:
             self.send(data, 1)

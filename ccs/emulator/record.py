@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections import Counter, deque
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -51,7 +52,8 @@ class Note:
 
 @dataclass
 class Record:
-    """Everything observable, in order. Lists are append-only while the emulator runs."""
+    """Everything observable, in order. Lists are append-only while the emulator runs (bounded
+    deques when `limit` is set, as `ccs emulate ccs` does)."""
 
     downstream: list[Downstream] = field(default_factory=list)
     sent: list[Sent] = field(default_factory=list)
@@ -65,7 +67,15 @@ class Record:
     stream_errors: list[Note] = field(default_factory=list)
     ignored: list[Note] = field(default_factory=list)
     duplicate_ids: list[str] = field(default_factory=list)
-    _seen_ids: set[str] = field(default_factory=set, repr=False)
+    totals: Counter[str] = field(default_factory=Counter)  # never trimmed: downstream, ack...
+    limit: int | None = None  # keep only the newest `limit` entries per list (long runs)
+    _seen_ids: dict[str, None] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.limit is not None:
+            for f in fields(self):
+                if isinstance(getattr(self, f.name), list):
+                    setattr(self, f.name, deque(getattr(self, f.name), maxlen=self.limit))
 
     @staticmethod
     def now() -> float:
@@ -79,11 +89,19 @@ class Record:
     def add_downstream(self, conn_id: int, payload: dict[str, Any]) -> None:
         mid = payload.get("message_id")
         if isinstance(mid, str):
-            if mid in self._seen_ids:
+            seen = self._seen_ids
+            if mid in seen:
                 self.duplicate_ids.append(mid)
             else:
-                self._seen_ids.add(mid)
+                seen[mid] = None
+                if self.limit is not None and len(seen) > 10 * self.limit:
+                    del seen[next(iter(seen))]  # forget the oldest id
         self.downstream.append(Downstream(conn_id, payload, time.time()))
+        self.totals["downstream"] += 1
+
+    def add_sent(self, sent: Sent) -> None:
+        self.sent.append(sent)
+        self.totals[sent.kind] += 1
 
     def note(self, bucket: list[Note], conn_id: int, detail: str) -> None:
         bucket.append(Note(conn_id, detail, time.time()))

@@ -68,7 +68,7 @@ class CcsEmulator:
         self.pki = pki or make_test_pki()
         self.domain = domain
         self._bind = (host, port)
-        self.record = Record()
+        self.record = Record(limit=self.settings.record_limit)
         self.script = Script()
         self.outstanding: dict[str, Outstanding] = {}
         self.behaviour = Behaviour(self)
@@ -80,6 +80,7 @@ class CcsEmulator:
         self._server: StreamServer | None = None
         self._ctx = server_context(self.pki.cert_file, self.pki.key_file)
         self._wake = Event()
+        self.ticks = 0  # housekeeping rounds done (tests wait on it)
 
     def __repr__(self) -> str:
         return f"<CcsEmulator sender={self.sender_id} {self.host}:{self.port}>"
@@ -125,6 +126,10 @@ class CcsEmulator:
     def port(self) -> int:
         assert self._server is not None, "start() the emulator first"
         return self._server.address[1]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
 
     @property
     def ca_file(self) -> str:
@@ -183,7 +188,7 @@ class CcsEmulator:
         conn.draining = True
         conn.drained_at = time.monotonic()
         payload = {"message_type": "control", "control_type": "CONNECTION_DRAINING"}
-        self.record.sent.append(Sent(conn.id, "control", payload, time.time()))
+        self.record.add_sent(Sent(conn.id, "control", payload, time.time()))
         conn.send(self.behaviour.gcm(payload))
         self._wake.set()
 
@@ -228,6 +233,7 @@ class CcsEmulator:
         delay = self.settings.receipt_delay
         if delay > 0:
             out.due = time.monotonic() + delay
+            out.conn_id = conn.id  # first choice when it falls due
             self._wake.set()
         else:
             self._deliver(out, conn, flush=False)  # goes out in the same write as its ack
@@ -250,7 +256,7 @@ class CcsEmulator:
         out.sends += 1
         out.conn_id = conn.id
         out.sent_at = time.monotonic()
-        self.record.sent.append(Sent(conn.id, out.kind, out.payload, time.time(), redelivery))
+        self.record.add_sent(Sent(conn.id, out.kind, out.payload, time.time(), redelivery))
         conn.send(self.behaviour.gcm(out.payload, **out.extra))
         if flush:
             conn.flush()
@@ -287,6 +293,10 @@ class CcsEmulator:
             return "wrong server key"
         return None
 
+    def authenticated_count(self) -> int:
+        return sum(1 for c in self._conns.values()
+                   if c.open and c.state in ("authed", "bind", "ready"))
+
     def on_ready(self, conn: Connection) -> None:
         self._wake.set()  # undelivered upstream may now go out
 
@@ -310,6 +320,7 @@ class CcsEmulator:
             self._wake.clear()
             try:
                 self._housekeeping(time.monotonic())
+                self.ticks += 1
             except Exception:  # noqa: BLE001 - keep serving; the test will see the log
                 log.exception("emulator housekeeping failed")
 

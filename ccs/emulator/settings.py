@@ -45,8 +45,10 @@ class Settings:
     drain_grace: float = 0.5  # seconds after drain (and no pending) before the server closes
     category: str = "com.example.app"  # package name in receipts when none was given
     max_stanza: int = 256 * 1024
+    max_connections: int = 1000  # authenticated connections per sender (GCM documentation)
     max_auth_failures: int = 3  # SASL failures on one stream before it is closed
     seed: int = 0  # for the plain/prefixed choice, so runs repeat
+    record_limit: int | None = None  # bound the record's lists (None: keep everything)
 
     def check(self) -> None:
         if self.flow_violation not in FLOW_ACTIONS:

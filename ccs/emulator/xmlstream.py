@@ -122,6 +122,9 @@ class StreamParser:
         self._flush_text()
         el = self._stack.pop()
         if self._depth == 1:
+            if self._parser.CurrentByteIndex - self._stanza_start > self.max_stanza:
+                raise XmlStreamError("policy-violation",
+                                     f"stanza larger than {self.max_stanza} bytes")
             self._events.append(StanzaReceived(el))
 
     def _chars(self, data: str) -> None:

@@ -1,0 +1,111 @@
+"""FcmConfig: every setting of the FCM v1 client, checked when it is made."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+from urllib.parse import urlsplit
+
+from http_fallback.fcm.protocol import RetryPolicy
+
+ENV = {
+    "CCS_FCM_CREDENTIALS": "credentials_file",
+    "CCS_FCM_PROJECT": "project_id",
+    "CCS_FCM_URL": "base_url",
+    "CCS_FCM_IID_URL": "iid_url",
+    "CCS_FCM_CONCURRENCY": "concurrency",
+    "CCS_CA_FILE": "ca_file",
+}
+
+
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` may not carry access tokens: https only, plain http only on loopback."""
+    parts = urlsplit(str(url))
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return f"must be an https URL, got {url!r}"
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK:
+        return "plain http is allowed on loopback only (access tokens would travel in clear)"
+    return None
+
+
+@dataclass(frozen=True)
+class FcmConfig:
+    """Settings of one FcmClient; ValueError naming the setting when one is wrong."""
+
+    credentials_file: str
+    project_id: str | None = None  # default: the credentials file's project_id
+    base_url: str = "https://fcm.googleapis.com"
+    iid_url: str = "https://iid.googleapis.com"
+    ca_file: str | None = None  # adds trust (an emulator's CA); never removes checks
+    concurrency: int = 100  # requests in flight at once (and keep-alive connections)
+    queue_size: int = 10_000  # accepted messages waiting for a worker; send() blocks beyond
+    timeout: float = 30.0  # seconds for one HTTP exchange
+    connect_timeout: float = 10.0
+    max_attempts: int = 5  # tries per message, the first included
+    retry_base_delay: float = 1.0
+    retry_max_delay: float = 600.0
+    quota_delay: float = 60.0  # first wait after QUOTA_EXCEEDED without Retry-After
+    retry_jitter: float = 0.2
+    retry_deadline: float = 900.0  # no new try starts later than this after the first
+    refresh_margin: float = 225.0  # refresh the access token this early
+    sender_id_mismatch_is_dead: bool = False  # report SENDER_ID_MISMATCH as an invalid token
+
+    def __post_init__(self) -> None:
+        if not self.credentials_file:
+            raise ValueError("credentials_file: required (CCS_FCM_CREDENTIALS)")
+        for name in ("base_url", "iid_url"):
+            problem = url_problem(getattr(self, name))
+            if problem:
+                raise ValueError(f"{name}: {problem}")
+        for name in ("concurrency", "queue_size", "max_attempts"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        for name in ("timeout", "connect_timeout", "retry_base_delay", "retry_max_delay",
+                     "quota_delay", "retry_jitter", "retry_deadline", "refresh_margin"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name}: must be a non-negative number, got {value!r}")
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)[:6])
+        return f"FcmConfig({shown}, ...)"
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(self.max_attempts, self.retry_base_delay, self.retry_max_delay,
+                           self.quota_delay, self.retry_jitter, self.retry_deadline)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> FcmConfig:
+        """From a settings mapping; an unknown key is an error, by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown FCM setting {unknown[0]!r}")
+        return cls(**values)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> FcmConfig:
+        """From CCS_FCM_CREDENTIALS, CCS_FCM_PROJECT, CCS_FCM_URL, CCS_FCM_IID_URL,
+        CCS_FCM_CONCURRENCY and CCS_CA_FILE; an unknown CCS_FCM_* variable is an error."""
+        unknown = sorted(k for k in environ if k.startswith("CCS_FCM_") and k not in ENV)
+        if unknown:
+            raise ValueError(f"unknown variable {unknown[0]}")
+        values: dict[str, Any] = {}
+        for var, name in ENV.items():
+            if environ.get(var):
+                values[name] = environ[var]
+        if "credentials_file" not in values and "credentials_file" not in overrides:
+            raise ValueError("CCS_FCM_CREDENTIALS: required (path of a service-account file)")
+        if "concurrency" in values:
+            try:
+                values["concurrency"] = int(values["concurrency"])
+            except ValueError:
+                raise ValueError("CCS_FCM_CONCURRENCY: must be a positive integer") from None
+        values.update(overrides)
+        return cls.from_dict(values)
