@@ -17,12 +17,12 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from gevent.event import Event
 from gevent.queue import Queue
 
 from ccs.events import EventBus
-from ccs.httppost import PostError, post
 from ccs.outbox.base import Store
 from ccs.outcome import Listeners, TokenEvent
 from ccs.settings import ConfigError
@@ -50,8 +50,12 @@ def backoff(attempts: int, first: float, most: float, rnd: Callable[[], float] =
     return delay * (0.5 + rnd() / 2)
 
 
+class PostError(Exception):
+    """A webhook POST got no 2xx answer (or none at all)."""
+
+
 class Webhook:
-    """Where and how token events are POSTed."""
+    """Where and how token events are POSTed (keep-alive HTTP/1.1, TLS verified)."""
 
     def __init__(self, url: str, secret: str, timeout: float = 10.0,
                  max_backoff: float = 300.0, first_backoff: float = 1.0,
@@ -66,18 +70,37 @@ class Webhook:
         self.max_backoff = max_backoff
         self.first_backoff = min(first_backoff, max_backoff)
         self.ca_file = ca_file
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise ConfigError("webhook.url", f"no host in {url!r}")
+        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._pool: Any = None
 
     def __repr__(self) -> str:
         return f"Webhook({self.url!r})"
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def deliver(self, seq: int, body: dict[str, Any]) -> None:
         """POST one event; raises PostError unless the receiver answers 2xx."""
         data = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self._secret, data),
                    "X-CCS-Delivery": str(seq)}
-        status = post(self.url, data, headers, timeout=self.timeout, ca_file=self.ca_file)
-        if not 200 <= status < 300:
-            raise PostError(f"HTTP {status}")
+        from http_fallback.transport.http11 import HttpError, HttpPool
+
+        if self._pool is None:
+            self._pool = HttpPool(self._origin, ca_file=self.ca_file, max_connections=4,
+                                  connect_timeout=self.timeout, timeout=self.timeout)
+        try:  # the receiver de-duplicates by X-CCS-Delivery, so a re-send is harmless
+            response = self._pool.request("POST", self._path, headers, data, idempotent=True)
+        except HttpError as exc:
+            raise PostError(str(exc)) from None
+        if not 200 <= response.status < 300:
+            raise PostError(f"HTTP {response.status}")
 
 
 class Feedback:

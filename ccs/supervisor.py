@@ -267,6 +267,8 @@ class Supervisor:
                 p.stop(max(0.0, deadline - time.monotonic()))
             except Exception:
                 log.exception("provider %s failed to stop", name)
+        if self.feedback is not None and self.feedback.webhook is not None:
+            self.feedback.webhook.close()
         if self._own_store and self._store is not None:
             self._store.close()
         return left

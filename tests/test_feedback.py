@@ -17,6 +17,7 @@ from ccs.outbox import MemoryStore
 from ccs.outbox.sqlite import SqliteStore
 from ccs.settings import ConfigError, Settings
 from ccs.supervisor import Supervisor
+from ccs.tls import server_context
 from tests.helpers import wait_until
 from tests.providers import LocalProvider
 
@@ -26,12 +27,14 @@ SECRET = "webhook-secret-123"
 class Receiver:
     """A loopback webhook receiver that fails the first `fail` requests with 500."""
 
-    def __init__(self, fail: int = 0) -> None:
+    def __init__(self, fail: int = 0, tls: Any = None) -> None:
         self.fail = fail
         self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.server = WSGIServer(("127.0.0.1", 0), self.app, log=None)
+        extra = {"ssl_context": server_context(tls.cert_file, tls.key_file)} if tls else {}
+        self.server = WSGIServer(("127.0.0.1", 0), self.app, log=None, **extra)
         self.server.start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_port}/hook"
 
     def app(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
         body = environ["wsgi.input"].read()
@@ -170,3 +173,20 @@ def test_upstream_and_receipts_stored_before_ack_and_handled_once(tmp_path: Path
     assert sup.stats()["upstream_duplicates"] == 1
     sup.stop()
     sup.store.close()
+
+
+def test_https_webhook_is_verified(pki: Any) -> None:
+    rx = Receiver(tls=pki)
+    p = LocalProvider("ccs")
+    p.fail_tokens["gone"] = "NotRegistered"
+    untrusted = start(settings(rx.url), p)  # no CA file: the test CA is not trusted
+    untrusted.result(untrusted.enqueue({"to": "gone"})).get(timeout=5)
+    wait_until(lambda: untrusted.feedback.post_failures >= 1, what="refused TLS")
+    assert rx.requests == []
+    untrusted.stop()
+    trusted = start(settings(rx.url, webhook__ca_file=pki.ca_file), p)
+    trusted.result(trusted.enqueue({"to": "gone"})).get(timeout=5)
+    wait_until(lambda: rx.accepted(), what="delivered over verified TLS")
+    assert verify(SECRET, rx.requests[0][1], rx.requests[0][0][SIGNATURE_HEADER.lower()])
+    trusted.stop()
+    rx.server.stop()
