@@ -95,10 +95,37 @@ def create(name: str, settings: Settings) -> Provider:
     return provider
 
 
+MPNS_KINDS = {"toast": "Toast", "tile": "Tile", "flip_tile": "FlipTile",
+              "iconic_tile": "IconicTile", "cycle_tile": "CycleTile", "raw": "Raw"}
+
+
+def _mpns_adapter(payload: Mapping[str, Any]) -> Any:
+    """{"to": channel URI, one of toast/tile/flip_tile/iconic_tile/cycle_tile/raw, ...}."""
+    from http_fallback.mpns import model
+
+    found = [k for k in MPNS_KINDS if k in payload]
+    if len(found) != 1:
+        raise ValueError(f"notification: give exactly one of {', '.join(MPNS_KINDS)}")
+    kind = found[0]
+    cls = getattr(model, MPNS_KINDS[kind])
+    body = payload[kind]
+    note = cls(body) if kind == "raw" else _dataclass_adapter(cls, {})(body)
+    rest = {k: v for k, v in payload.items() if k != kind}
+    message = _dataclass_adapter(model.MpnsMessage, {"to": "channel_uri", "message_id": "id"})
+    return message({**rest, "notification": note})
+
+
 def adapter_for(name: str) -> Adapter | None:
     """How to turn a stored message into provider `name`'s message; None: pass the dict."""
     if name in _adapters:
         return _adapters[name]
+    if name == "mpns":
+        try:
+            import http_fallback.mpns  # noqa: F401
+        except ImportError:
+            return None
+        _adapters[name] = _mpns_adapter
+        return _mpns_adapter
     if name not in MODELS:
         return None
     module, cls_name, renames = MODELS[name]
@@ -114,6 +141,7 @@ def adapter_for(name: str) -> Adapter | None:
 def _dataclass_adapter(cls: type, renames: Mapping[str, str | None]) -> Adapter:
     """Build `cls` from a stored JSON object; an unknown key is a ValueError naming it."""
     names = {f.name for f in dataclasses.fields(cls)}
+    tuples = {f.name for f in dataclasses.fields(cls) if "tuple" in str(f.type)}
 
     def adapt(payload: Mapping[str, Any]) -> Any:
         kwargs: dict[str, Any] = {}
@@ -123,8 +151,8 @@ def _dataclass_adapter(cls: type, renames: Mapping[str, str | None]) -> Adapter:
                 continue
             if target not in names:
                 raise ValueError(f"{key}: not a field of {cls.__name__}")
-            kwargs[target] = tuple(value) if isinstance(value, list) and target.endswith(
-                "_ids") else value
+            kwargs[target] = tuple(value) if isinstance(value, list) and target in tuples \
+                else value
         return cls(**kwargs)
 
     return adapt

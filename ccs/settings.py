@@ -50,7 +50,7 @@ REGISTRY: tuple[Setting, ...] = (
     _s("gateway.plugins", "CCS_PLUGINS", "list", [],
        "Python modules to import before providers are built (they may call "
        "ccs.providers.register)"),
-    _s("gateway.fcm_fallback", "CCS_FCM_FALLBACK", "str", "http",
+    _s("gateway.fcm_fallback", "CCS_FALLBACK_PROVIDER", "str", "http",
        "provider for FCM targets when no CCS session is healthy (empty: wait for CCS)"),
     _s("gateway.ccs_startup_grace", "CCS_STARTUP_GRACE", "float", 10.0,
        "seconds after start during which FCM messages wait for CCS instead of the fallback",

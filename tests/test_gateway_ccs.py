@@ -137,3 +137,62 @@ def test_kill_9_of_ccs_run_mid_10000_then_restart(emu: Any, tmp_path: Path) -> N
     for mid_ in emu.record.duplicate_ids:
         assert rows[mid_][1] >= 1
     assert len(emu.record.duplicate_ids) <= mid["in_flight"]
+
+
+def test_fcm_falls_back_to_http_when_ccs_is_down(emu: Any, pki: Any, tmp_path: Path) -> None:
+    from http_fallback.fcm.emulator import FcmEmulator
+
+    emu.set_faults(refuse_auth=True)  # no CCS session will come up
+    with FcmEmulator(pki, "proj-gw") as fcm:
+        fcm.fail("gone-token", "unregistered")
+        s = ccs_settings(emu, tmp_path / "f.sqlite", gateway__providers=["ccs", "http"],
+                         gateway__ccs_startup_grace=0.0,
+                         fcm__credentials=fcm.credentials_file, fcm__url=fcm.url,
+                         fcm__iid_url=fcm.url)
+        sup = Supervisor(s).start()
+        events: list[Any] = []
+        sup.token_events.add(events.append)
+        try:
+            ok = sup.enqueue({"to": "tok-1", "data": {"k": "v"}, "priority": "high"})
+            gone = sup.enqueue({"to": "gone-token"})
+            topic = sup.enqueue({"to": "/topics/news"}, via="http")
+            assert sup.result(ok).get(timeout=10).via == "http"
+            o = sup.result(gone).get(timeout=10)
+            assert o.status is Status.FAILED and o.via == "http"
+            assert sup.result(topic).get(timeout=10).ok
+            seen = {x.target: x for x in fcm.seen if x.path.endswith("messages:send")}
+            assert seen["tok-1"].message["data"] == {"k": "v"}
+            assert seen["tok-1"].message["android"]["priority"] == "HIGH"
+            assert sup.status(ok)["via"] == "http" and sup.status(ok)["lane"] == "fcm"
+            wait_until(lambda: events, what="token event from the http provider")
+            assert events[0].token == "gone-token" and events[0].provider == "http"
+        finally:
+            sup.stop()
+
+
+def test_mpns_lane_through_the_gateway_to_the_mpns_emulator(pki: Any, tmp_path: Path) -> None:
+    from ccs.tls import server_context
+    from http_fallback.mpns.emulator import MpnsEmulator
+
+    ctx = server_context(pki.cert_file, pki.key_file, client_ca_file=pki.ca_file)
+    with MpnsEmulator(ssl_context=ctx) as mpns:
+        uri = mpns.new_channel()
+        s = Settings.defaults().replace(
+            admin__enabled=False, gateway__providers=["mpns"], ccs__ca_file=pki.ca_file,
+            mpns__cert=pki.client_cert_file, mpns__key=pki.client_key_file,
+            outbox__path=str(tmp_path / "m.sqlite"))
+        sup = Supervisor(s).start()
+        try:
+            mid = sup.enqueue({"to": uri, "toast": {"text1": "Hi & bye", "text2": "<b>"}},
+                              via="mpns")
+            o = sup.result(mid).get(timeout=10)
+            assert o.ok and o.via == "mpns" and sup.status(mid)["via"] == "mpns"
+            assert mpns.delivered[0].fields == {"Text1": "Hi & bye", "Text2": "<b>"}
+            with pytest.raises(ValueError) as exc:  # refused before it is stored
+                sup.enqueue({"to": uri, "toast": {"colour": "red"}}, via="mpns")
+            assert "colour" in str(exc.value) and sup.store.counts()["ok"] == 1
+            with pytest.raises(ValueError) as exc:
+                sup.enqueue({"to": "t"})  # no FCM provider configured
+            assert "via" in str(exc.value)
+        finally:
+            sup.stop()

@@ -241,3 +241,31 @@ def test_a_failed_start_stops_what_it_started(tmp_path: Path) -> None:
     with pytest.raises(KeyError):
         other.result("never-enqueued")
     other.stop()
+
+
+def test_stored_json_becomes_each_providers_own_message() -> None:
+    from ccs import providers
+    from http_fallback.c2dm.model import C2dmMessage
+    from http_fallback.legacy.model import LegacyMessage
+    from http_fallback.mpns.model import CycleTile, MpnsMessage, Raw, Toast
+
+    legacy = providers.to_provider("legacy", {"to": "t", "message_id": "m1", "data": {"a": "b"},
+                                              "time_to_live": 60})
+    assert isinstance(legacy, LegacyMessage) and legacy.id == "m1" and legacy.to == "t"
+    c2dm = providers.to_provider("c2dm", {"to": "reg", "collapse_key": "k", "data": {"a": "b"}})
+    assert isinstance(c2dm, C2dmMessage) and c2dm.registration_id == "reg"
+    toast = providers.to_provider("mpns", {"to": "https://mpns.example/c", "toast": {
+        "text1": "Hi", "text2": "there"}, "message_id": "m2"})
+    assert isinstance(toast, MpnsMessage) and toast.notification == Toast("Hi", "there")
+    assert toast.channel_uri == "https://mpns.example/c" and toast.id == "m2"
+    raw = providers.to_provider("mpns", {"to": "https://mpns.example/c", "raw": "bytes!"})
+    assert raw.notification == Raw(b"bytes!")
+    cycle = providers.to_provider("mpns", {"to": "http://mpns.example/c",
+                                           "cycle_tile": {"cycle_images": ["a"]}})
+    assert cycle.notification == CycleTile(cycle_images=("a",))
+    for bad, field in ((("mpns", {"to": "u"}), "notification"),
+                       (("c2dm", {"to": "r", "collapse_key": "k", "colour": 1}), "colour"),
+                       (("mpns", {"to": "u", "toast": {"text9": "x"}}), "text9")):
+        with pytest.raises(ValueError) as exc:
+            providers.to_provider(*bad)
+        assert field in str(exc.value)
