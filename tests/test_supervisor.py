@@ -269,3 +269,36 @@ def test_stored_json_becomes_each_providers_own_message() -> None:
         with pytest.raises(ValueError) as exc:
             providers.to_provider(*bad)
         assert field in str(exc.value)
+
+
+PATCHED = """
+from gevent import monkey; monkey.patch_all()
+import sys
+from ccs.outbox.sqlite import SqliteStore
+from ccs.settings import Settings
+from ccs.supervisor import Supervisor
+from tests.providers import LocalProvider
+for threadpool in (False, True):
+    s = Settings.defaults().replace(admin__port=0, admin__token="t")
+    sup = Supervisor(s, store=SqliteStore(sys.argv[1] + str(threadpool), threadpool=threadpool),
+                     providers={"ccs": LocalProvider("ccs")}).start()
+    ids = sup.enqueue_many([{"to": f"t{i}"} for i in range(200)])
+    assert all(sup.result(i).get(timeout=10).ok for i in ids)
+    from ccs.admin.client import AdminClient
+    assert AdminClient(sup.admin.port, "t").request("GET", "/v1/stats")["outbox"]["ok"] == 200
+    sup.stop()
+    sup.store.close()
+print("patched ok")
+"""
+
+
+def test_works_under_monkey_patch_all(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT, ccs_env
+
+    r = subprocess.run([sys.executable, "-c", PATCHED, str(tmp_path / "p.sqlite")],
+                       env=ccs_env(), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "patched ok" in r.stdout
