@@ -48,7 +48,7 @@ def test_state_machine(store: Store) -> None:
     assert r and r.state == "ok" and r.via == "ccs" and r.provider_message_id == "0:1"
     store.release(["m2"], now=13.0)
     again, _ = store.claim("fcm", 10, now=14.0)
-    assert [(r.id, r.attempts) for r in again] == [("m2", 2)]
+    assert [(r.id, r.attempts, r.resent) for r in again] == [("m2", 2, 1)]
     store.finish([Finish("m2", Outcome(Status.FAILED, via="http", error="INVALID_ARGUMENT",
                                        canonical_id="new"))], now=15.0)
     r2 = store.get("m2")

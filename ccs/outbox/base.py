@@ -42,7 +42,7 @@ class Record:
     state: str = QUEUED
     to: str | None = None
     attempts: int = 0
-    resent: int = 0  # times it went back to the queue after a crash left it in flight
+    resent: int = 0  # times it went back to the queue while in flight (crash or stop)
     created_at: float = 0.0
     updated_at: float = 0.0
     expires_at: float | None = None
@@ -117,7 +117,8 @@ class Store(ABC):
 
     @abstractmethod
     def release(self, ids: Sequence[str], now: float) -> None:
-        """Put in-flight messages back in the queue (a clean stop that could not wait)."""
+        """Put in-flight messages back in the queue (a clean stop that could not wait);
+        each may have reached the service, so it counts as resent like after a crash."""
 
     @abstractmethod
     def recover(self, now: float) -> int:

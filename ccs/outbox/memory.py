@@ -76,7 +76,7 @@ class MemoryStore(Store):
         for id_ in ids:
             r = self._records.get(id_)
             if r is not None and r.state == IN_FLIGHT:
-                r.state, r.updated_at = QUEUED, now
+                r.state, r.updated_at, r.resent = QUEUED, now, r.resent + 1
                 self._queues.setdefault(r.lane, deque()).appendleft(id_)
 
     def recover(self, now: float) -> int:

@@ -272,9 +272,10 @@ class SqliteStore(Store):
     def _release(db: sqlite3.Connection, ids: Sequence[str], now: float) -> None:
         n = 0
         for id_ in ids:
-            n += db.execute("UPDATE messages SET state = 'queued', updated_at = ? "
-                            "WHERE id = ? AND state = 'in_flight'", (now, id_)).rowcount
-        _bump(db, {QUEUED: n, IN_FLIGHT: -n})
+            n += db.execute("UPDATE messages SET state = 'queued', resent = resent + 1, "
+                            "updated_at = ? WHERE id = ? AND state = 'in_flight'",
+                            (now, id_)).rowcount
+        _bump(db, {QUEUED: n, IN_FLIGHT: -n, "resent": n})
 
     @staticmethod
     def _recover(db: sqlite3.Connection, now: float) -> int:
