@@ -6,7 +6,8 @@ slixmpp on plain asyncio 89 us of client CPU per send+ack; slixmpp on asyncio-ge
 greenlet with batched hand-over and coalesced writes 73 us; a gevent-native stream using only
 slixmpp's stanza objects and XML handling 46 us. The goal is <= 60 us, so this module drives the
 stream itself with slixmpp's stanzas (SASL, bind, session, ping) over ElementTree, and
-scripts/bench_ccs.py measures the result against slixmpp's own client in the same run.
+scripts/bench_ccs.py measures the result against slixmpp's own client in the same run: 30.6 us
+per send+ack for this client, 60.9 us for slixmpp on asyncio (2026-11-25, 20,000 messages).
 
 Handshake (PROTOCOLS.md section 1): stream header, SASL PLAIN with authcid
 `<sender_id>@<domain>`, stream restart, bind (resource kept), session iq. No STARTTLS: TLS is

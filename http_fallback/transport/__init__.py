@@ -1,1 +1,1 @@
-"""Transports for the HTTP providers: TLS sockets on gevent and an HTTP/1.1 keep-alive pool."""
+"""Transports for the HTTP providers: TLS sockets on gevent, HTTP/1.1 keep-alive pool, HTTP/2."""

@@ -1,0 +1,125 @@
+"""ApnsConfig: where APNs is, how we authenticate and how the pool behaves; checked early."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+PRODUCTION = "api.push.apple.com"
+SANDBOX = "api.sandbox.push.apple.com"
+_SECRETS = {"key_data", "cert_data", "pfx_data", "passphrase"}
+
+
+@dataclass
+class ApnsConfig:
+    host: str = PRODUCTION
+    port: int = 443
+    server_hostname: str | None = None  # TLS name to verify; defaults to host
+    ca_file: str | None = None  # adds trust (emulator CA); never removes verification
+    topic: str | None = None  # default bundle id
+    # token auth
+    key_file: str | None = None
+    key_data: bytes | None = None
+    key_id: str | None = None
+    team_id: str | None = None
+    token_refresh: float = 50 * 60  # seconds; kept between 20 and 60 minutes
+    # certificate auth
+    cert_file: str | None = None
+    key_for_cert: str | None = None
+    cert_data: bytes | None = None
+    pfx_file: str | None = None
+    pfx_data: bytes | None = None
+    passphrase: str | None = None
+    # pool
+    connections: int = 2
+    max_streams: int = 1000  # our own cap on streams in flight per connection
+    connect_timeout: float = 10.0
+    request_timeout: float = 30.0  # per request: queued plus in flight
+    ping_interval: float = 60.0  # PING a connection idle this long
+    ping_timeout: float = 10.0
+    idle_timeout: float = 600.0  # close a connection unused this long
+    retries: int = 3  # extra attempts for retryable reasons
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    reconnect_base: float = 0.5
+    reconnect_cap: float = 30.0
+    # binary interface (retired 2021) and its feedback service
+    legacy_host: str = "gateway.push.apple.com"
+    legacy_port: int = 2195
+    feedback_host: str = "feedback.push.apple.com"
+    feedback_port: int = 2196
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def uses_token(self) -> bool:
+        return bool(self.key_file or self.key_data)
+
+    @property
+    def uses_certificate(self) -> bool:
+        return bool(self.cert_file or self.cert_data or self.pfx_file or self.pfx_data)
+
+    def validate(self) -> None:
+        if self.uses_token and self.uses_certificate:
+            raise ValueError("ApnsConfig: give a signing key or a certificate, not both")
+        if self.uses_token and not (self.key_id and self.team_id):
+            raise ValueError("ApnsConfig.key_id and team_id are required with a signing key")
+        if not 20 * 60 <= self.token_refresh <= 60 * 60:
+            raise ValueError("ApnsConfig.token_refresh must be 1200-3600 seconds")
+        if self.connections < 1 or self.max_streams < 1:
+            raise ValueError("ApnsConfig.connections and max_streams must be >= 1")
+        if not 0 < self.port < 65536:
+            raise ValueError("ApnsConfig.port must be 1-65535")
+        for name in ("request_timeout", "connect_timeout", "ping_interval", "ping_timeout",
+                     "idle_timeout", "backoff_base", "reconnect_base"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ApnsConfig.{name} must be > 0")
+        if self.retries < 0:
+            raise ValueError("ApnsConfig.retries must be >= 0")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: object) -> ApnsConfig:
+        """Read CCS_APNS_* (and CCS_CA_FILE); a malformed number names its variable."""
+
+        def num(name: str, default: int) -> int:
+            raw = environ.get(name)
+            if raw in (None, ""):
+                return default
+            try:
+                return int(raw)
+            except ValueError:
+                raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+        sandbox = environ.get("CCS_APNS_SANDBOX", "") in ("1", "true", "yes")
+        kw: dict[str, object] = {
+            "host": environ.get("CCS_APNS_HOST") or (SANDBOX if sandbox else PRODUCTION),
+            "port": num("CCS_APNS_PORT", 443),
+            "ca_file": environ.get("CCS_CA_FILE") or None,
+            "topic": environ.get("CCS_APNS_TOPIC") or None,
+            "key_file": environ.get("CCS_APNS_KEY_FILE") or None,
+            "key_id": environ.get("CCS_APNS_KEY_ID") or None,
+            "team_id": environ.get("CCS_APNS_TEAM_ID") or None,
+            "cert_file": environ.get("CCS_APNS_CERT") or None,
+            "key_for_cert": environ.get("CCS_APNS_CERT_KEY") or None,
+            "pfx_file": environ.get("CCS_APNS_PFX") or None,
+            "passphrase": environ.get("CCS_APNS_PFX_PASSPHRASE") or None,
+            "connections": num("CCS_APNS_CONNECTIONS", 2),
+            "legacy_host": environ.get("CCS_APNS_LEGACY_HOST") or (
+                "gateway.sandbox.push.apple.com" if sandbox else "gateway.push.apple.com"),
+            "legacy_port": num("CCS_APNS_LEGACY_PORT", 2195),
+            "feedback_host": environ.get("CCS_APNS_FEEDBACK_HOST") or (
+                "feedback.sandbox.push.apple.com" if sandbox else "feedback.push.apple.com"),
+            "feedback_port": num("CCS_APNS_FEEDBACK_PORT", 2196),
+        }
+        kw.update(overrides)
+        return cls(**kw)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRETS and value is not None:
+                value = "<hidden>"
+            shown.append(f"{f.name}={value!r}")
+        return "ApnsConfig(" + ", ".join(shown) + ")"

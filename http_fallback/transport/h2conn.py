@@ -1,0 +1,126 @@
+"""An HTTP/2 connection on a gevent TLS socket: one lock over h2 state, data_to_send and sendall.
+
+Thin on purpose: the protocol above decides what to send and what events mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from gevent import socket, ssl
+from gevent.lock import Semaphore
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from hpack import Encoder
+
+T = TypeVar("T")
+
+
+class TransportError(OSError):
+    """The socket or TLS layer failed (connect, handshake, ALPN)."""
+
+
+def open_tls(host: str, port: int, context: ssl.SSLContext, server_hostname: str | None,
+             timeout: float, alpn: str | None = "h2") -> ssl.SSLSocket:
+    """Connect, handshake and check ALPN; every failure becomes a TransportError."""
+    raw = None
+    try:
+        raw = socket.create_connection((host, port), timeout=timeout)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = context.wrap_socket(raw, server_hostname=server_hostname or host)
+        if alpn and sock.selected_alpn_protocol() != alpn:
+            sock.close()
+            raise TransportError(f"{host}:{port} did not agree to ALPN {alpn}")
+        sock.settimeout(None)
+        return sock
+    except TransportError:
+        raise
+    except (OSError, ssl.SSLError) as e:
+        if raw is not None:
+            raw.close()
+        raise TransportError(f"{host}:{port}: {e}") from e
+
+
+class _PlainEncoder(Encoder):
+    """HPACK without Huffman coding: valid HPACK, a few bytes longer, much less CPU."""
+
+    def encode(self, headers: Any, huffman: bool = False) -> bytes:  # type: ignore[override]
+        return super().encode(headers, huffman=False)
+
+
+class FastH2Connection(H2Connection):
+    """H2Connection that counts open streams cheaply.
+
+    h2 walks every stream each time one is opened, to check the concurrency limit: O(n) per
+    request at 1000 in flight. Here the count is an upper bound (streams only open through
+    that check) and the real walk runs every 64 openings or whenever the bound nears the limit.
+    """
+
+    def __init__(self, config: H2Configuration, huffman: bool = True) -> None:
+        super().__init__(config=config)
+        if not huffman:
+            self.encoder = _PlainEncoder()
+        self._bound = [0, 0]
+        self._checks = 0
+
+    def _count(self, remainder: int, limit: int) -> int:
+        bound = self._bound[remainder]
+        self._checks += 1
+        if bound + 1 > limit or self._checks >= 64:
+            bound = self._open_streams(remainder)
+            self._checks = 0
+        self._bound[remainder] = bound + 1  # the caller opens one stream next
+        return bound
+
+    @property
+    def open_outbound_streams(self) -> int:
+        return self._count(int(self.config.client_side),
+                           self.remote_settings.max_concurrent_streams)
+
+    @property
+    def open_inbound_streams(self) -> int:
+        return self._count(int(not self.config.client_side),
+                           self.local_settings.max_concurrent_streams)
+
+
+def client_config() -> H2Configuration:
+    # Our own headers are built correctly once; skip h2's per-request outbound checks.
+    return H2Configuration(client_side=True, header_encoding=None,
+                           validate_outbound_headers=False, normalize_outbound_headers=False)
+
+
+class H2Channel:
+    """An H2Connection and its socket; every use of the state goes through `exchange`/`feed`."""
+
+    def __init__(self, sock: Any, config: H2Configuration, huffman: bool = False) -> None:
+        self.sock = sock
+        self.conn = FastH2Connection(config, huffman=huffman)
+        self.lock = Semaphore()
+
+    def exchange(self, fn: Callable[[H2Connection], T]) -> T:
+        """Run fn on the h2 state and send what it produced, all under the lock."""
+        with self.lock:
+            result = fn(self.conn)
+            data = self.conn.data_to_send()
+            if data:
+                self.sock.sendall(data)
+            return result
+
+    def feed(self, data: bytes, handle: Callable[[list[Any]], T]) -> T:
+        """Hand received bytes to h2, let `handle` see the events, send any replies."""
+        with self.lock:
+            result = handle(self.conn.receive_data(data))
+            out = self.conn.data_to_send()
+            if out:
+                self.sock.sendall(out)
+            return result
+
+    def recv(self) -> bytes:
+        return self.sock.recv(65536)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
