@@ -196,3 +196,35 @@ def test_mpns_lane_through_the_gateway_to_the_mpns_emulator(pki: Any, tmp_path: 
             assert "via" in str(exc.value)
         finally:
             sup.stop()
+
+
+def test_apns_lane_through_the_gateway_to_the_apns_emulator(pki: Any, tmp_path: Path) -> None:
+    from tests.apns_support import KEY_ID, KEY_PEM, TEAM_ID, TOPIC, emulator, token
+
+    key_file = tmp_path / "apns.p8"
+    key_file.write_bytes(KEY_PEM)
+    with emulator(pki) as apns:
+        apns.reject(token(2), "BadDeviceToken")
+        s = Settings.defaults().replace(
+            admin__enabled=False, gateway__providers=["apns"], ccs__ca_file=pki.ca_file,
+            apns__host="127.0.0.1", apns__port=apns.port, apns__key_file=str(key_file),
+            apns__key_id=KEY_ID, apns__team_id=TEAM_ID, apns__topic=TOPIC,
+            apns__connections=1, outbox__path=str(tmp_path / "a.sqlite"))
+        sup = Supervisor(s).start()
+        events: list[Any] = []
+        sup.token_events.add(events.append)
+        try:
+            good = sup.enqueue({"to": token(1), "alert": "Hello", "badge": 3}, via="apns")
+            bad = sup.enqueue({"to": token(2), "alert": "Hi"}, via="apns")
+            assert sup.result(good).get(timeout=10).ok
+            o = sup.result(bad).get(timeout=10)
+            assert o.status is Status.FAILED and o.error == "BadDeviceToken"
+            assert sup.status(good)["via"] == "apns"
+            assert any(x.token == token(1) for x in apns.seen)
+            wait_until(lambda: events, what="token event from APNs")
+            assert events[0].token == token(2) and events[0].provider == "apns"
+            with pytest.raises(ValueError) as exc:
+                sup.enqueue({"to": token(3), "colour": "red"}, via="apns")
+            assert "colour" in str(exc.value)
+        finally:
+            sup.stop()
