@@ -16,6 +16,7 @@ from typing import Any
 from gevent.event import Event
 from gevent.pool import Pool
 
+from ccs.message import validate_downstream
 from ccs.outbox.base import Finish, NewMessage, Record, Store
 from ccs.outcome import Listeners, Outcome, SendResult, Status
 from ccs.provider import Provider
@@ -107,11 +108,13 @@ class Dispatcher:
                                      f"must be an integer 0..{MAX_TTL}, got {ttl!r}")
                 if ttl > 0:  # 0 is "now or never": the service decides, not the outbox
                     expires = now + ttl
-        if lane not in ("ccs", "fcm", "http"):
-            try:
-                to_provider(lane, payload)  # refuse now what the provider would refuse later
-            except (ValueError, TypeError) as exc:
-                raise RouteError(where, str(exc)) from None
+        try:  # refuse now what the provider would refuse later, naming the field
+            if lane in CCS_SHAPED:
+                validate_downstream(payload)
+            if lane not in ("ccs", "fcm", "http"):
+                to_provider(lane, payload)
+        except (ValueError, TypeError) as exc:
+            raise RouteError(where, str(exc)) from None
         to = m.get("to") or m.get("token") or m.get("device") or m.get("device_token")
         return NewMessage(mid, lane, payload, str(to) if to is not None else None, expires)
 

@@ -83,6 +83,11 @@ def test_enqueue_streams_and_rejects_unknown_via(tmp_path: Path) -> None:
     assert counts(tmp_path / "e.sqlite") == {"queued": 2501}
     r = run_ccs(["enqueue", "--tokens-file", "-", "--via", "mpns"], env=env, input="x\n")
     assert r.returncode == 2 and "mpns" in r.stderr
+    bad = 'ok1\n{"to": "b", "data": {"n": 5}}\n{oops\nok2\n'
+    r = run_ccs(["enqueue", "--tokens-file", "-"], env=env, input=bad)
+    assert r.returncode == 1 and "enqueued 2 messages" in r.stdout and "2 lines skipped" in r.stdout
+    assert "line 2 skipped" in r.stderr and "data.n" in r.stderr and "line 3 skipped" in r.stderr
+    assert counts(tmp_path / "e.sqlite") == {"queued": 2503}
 
 
 def test_kill_9_mid_run_then_restart_every_message_once(tmp_path: Path) -> None:

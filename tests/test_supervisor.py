@@ -28,7 +28,7 @@ def make(providers: dict[str, LocalProvider], store=None, **settings) -> Supervi
 def test_messages_reach_one_outcome_and_record_their_path() -> None:
     ccs, http = LocalProvider("ccs"), LocalProvider("http")
     sup = make({"ccs": ccs, "http": http})
-    ids = sup.enqueue_many([{"to": f"t{i}", "data": {"n": i}} for i in range(50)])
+    ids = sup.enqueue_many([{"to": f"t{i}", "data": {"n": str(i)}} for i in range(50)])
     outcomes = [sup.result(i).get(timeout=5) for i in ids]
     assert all(o.status is Status.OK and o.via == "ccs" for o in outcomes)
     assert len(ccs.received) == 50 and not http.received
@@ -49,7 +49,7 @@ def test_router_falls_back_to_http_and_honours_via() -> None:
     ccs, http = LocalProvider("ccs"), LocalProvider("http")
     sup = make({"ccs": ccs, "http": http})
     ccs.is_healthy = False
-    o = sup.result(sup.enqueue({"to": "tokA", "data": {"k": 1}, "time_to_live": 60,
+    o = sup.result(sup.enqueue({"to": "tokA", "data": {"k": "1"}, "time_to_live": 60,
                                 "priority": "high"})).get(timeout=5)
     assert o.via == "http" and http.received[0]["token"] == "tokA"
     assert http.received[0]["data"] == {"k": "1"}
@@ -162,10 +162,27 @@ def test_token_events_reach_python_callbacks() -> None:
     sup.stop()
 
 
-def test_a_message_the_provider_rejects_fails_with_its_reason() -> None:
+def test_bad_messages_are_refused_before_they_are_stored() -> None:
     sup = make({"ccs": LocalProvider("ccs")})
-    o = sup.result(sup.enqueue({"data": {"a": "b"}})).get(timeout=5)  # no target
-    assert o.status is Status.FAILED and o.error == "ValueError" and "to" in o.description
+    for bad, field in (({"data": {"a": "b"}}, "to"), ({"to": "t", "data": {"n": 1}}, "data.n"),
+                       ({"to": "t", "priority": "urgent"}, "priority"), ("text", "JSON object")):
+        with pytest.raises(RouteError) as exc:
+            sup.enqueue_many([{"to": "fine"}, bad])  # the whole batch is refused
+        assert field in str(exc.value) and str(exc.value).startswith("messages[1]")
+    assert sup.store.counts()["queued"] + sup.store.counts()["ok"] == 0
+    sup.stop()
+
+
+def test_a_message_the_provider_rejects_fails_with_its_reason() -> None:
+    p = LocalProvider("ccs")
+    sup = make({"ccs": p})
+
+    def refuse(message: dict) -> None:
+        raise ValueError("to: refused by the provider")
+
+    p.on_send = refuse
+    o = sup.result(sup.enqueue({"to": "t"})).get(timeout=5)
+    assert o.status is Status.FAILED and o.error == "ValueError" and "refused" in o.description
     sup.stop()
 
 

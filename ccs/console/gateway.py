@@ -94,7 +94,9 @@ def _tokens(stream: IO[str]) -> Iterator[tuple[str, int]]:
 def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
             notification: str | None, message: str | None, via: str | None,
             batch: int) -> None:
-    """Bulk-enqueue into the outbox (streaming: memory stays bounded); `ccs run` sends them."""
+    """Bulk-enqueue into the outbox (streaming: memory stays bounded); `ccs run` sends them.
+
+    A bad line is reported on stderr with its number and skipped; the exit status is then 1."""
     from ccs.dispatcher import Dispatcher
     from ccs.outbox import open_store
     from ccs.router import RouteError, Router
@@ -114,7 +116,7 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
     except RouteError as exc:
         raise click.BadParameter(str(exc), param_hint="--via") from None
     store = open_store(settings["outbox.path"], sync=settings["outbox.sync"])
-    total = added = 0
+    total = added = skipped = 0
     size = _size(tokens_file)
     bar = click.progressbar(length=size, label="enqueue", file=sys.stderr) \
         if size and sys.stderr.isatty() else None
@@ -132,11 +134,14 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
                 bar.update(nbytes)
             if not line or line.startswith("#"):
                 continue
-            msg = _line_message(line, template, lineno)
             try:
+                msg = _line_message(line, template)
                 pending.append(Dispatcher._new(msg, lane, time.time(), lineno))
-            except RouteError as exc:
-                raise click.ClickException(f"line {lineno}: {exc}") from None
+            except (RouteError, ValueError) as exc:  # reported, skipped, never silently
+                click.echo(f"ccs enqueue: line {lineno} skipped: "
+                           f"{str(exc).split(': ', 1)[-1]}", err=True)
+                skipped += 1
+                continue
             total += 1
             if len(pending) >= batch:
                 flush()
@@ -145,16 +150,20 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
         if bar is not None:
             bar.render_finish()
         store.close()
-    click.echo(f"enqueued {added} messages ({total - added} already in the outbox) into "
-               f"{settings['outbox.path']}")
+    click.echo(f"enqueued {added} messages ({total - added} already in the outbox, {skipped} "
+               f"lines skipped) into {settings['outbox.path']}")
+    if skipped:
+        raise SystemExit(1)
 
 
-def _line_message(line: str, template: dict[str, Any], lineno: int) -> dict[str, Any]:
+def _line_message(line: str, template: dict[str, Any]) -> dict[str, Any]:
     if line.startswith("{"):
         try:
             msg = json.loads(line)
         except ValueError as exc:
-            raise click.ClickException(f"line {lineno}: not JSON: {exc}") from None
+            raise ValueError(f"line: not JSON: {exc}") from None
+        if not isinstance(msg, dict):
+            raise ValueError("line: not a JSON object")
         return {**template, **msg}
     return {**template, "to": line}
 
