@@ -196,14 +196,18 @@ class Dispatcher:
     def run_finisher(self) -> None:
         """Record outcomes in batches, then tell waiters and observers (a supervisor child)."""
         while True:
+            self.flush()  # first: a restarted finisher has the failed batch to write
             self._done_wake.wait()
             self._done_wake.clear()
-            self.flush()
 
     def flush(self) -> None:
         while self._done:
             batch, self._done = self._done, []
-            self.store.finish([Finish(r.id, o, r.seq) for r, o, _ in batch], self.clock())
+            try:
+                self.store.finish([Finish(r.id, o, r.seq) for r, o, _ in batch], self.clock())
+            except BaseException:
+                self._done[:0] = batch  # kept for the next try (the child restarts)
+                raise
             for r, outcome, latency in batch:
                 self._in_flight.pop(r.id, None)
                 r.state, r.via = str(outcome.status), outcome.via

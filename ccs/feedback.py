@@ -15,12 +15,12 @@ import logging
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from gevent.event import Event
-from gevent.queue import Queue
 
 from ccs.events import EventBus
 from ccs.outbox.base import Store
@@ -115,25 +115,34 @@ class Feedback:
         self.posted = 0
         self.poll = 1.0  # seconds between looks for retries that came due
         self.post_failures = 0
-        self._queue: Queue[TokenEvent] = Queue()
+        self._pending: deque[TokenEvent] = deque()
+        self._wake = Event()
         self._post_wake = Event()
 
     def observe(self, event: TokenEvent) -> None:
         """Attach to every provider's token_events; never blocks the provider."""
-        self._queue.put(event)
+        self._pending.append(event)
+        self._wake.set()
 
     def run(self) -> None:
-        """Deliver events to callbacks, the stream and the webhook store (a supervisor child)."""
+        """Deliver events to the webhook store, callbacks and the stream (a supervisor child).
+
+        An event leaves the queue only once handled: if storing it fails, the restarted child
+        tries it again, and callbacks never see it twice."""
         while True:
-            event = self._queue.get()
-            key = (event.provider, str(event.kind))
-            self.counts[key] = self.counts.get(key, 0) + 1
-            self.listeners.emit(event)
-            body = {"type": "token", **event.as_json()}
-            self.bus.publish("token", body)
-            if self.webhook is not None:
-                self.store.add_event(WEBHOOK, uuid.uuid4().hex, body, self.clock())
-                self._post_wake.set()
+            while self._pending:
+                event = self._pending[0]
+                body = {"type": "token", **event.as_json()}
+                if self.webhook is not None:
+                    self.store.add_event(WEBHOOK, uuid.uuid4().hex, body, self.clock())
+                    self._post_wake.set()
+                self._pending.popleft()
+                key = (event.provider, str(event.kind))
+                self.counts[key] = self.counts.get(key, 0) + 1
+                self.listeners.emit(event)
+                self.bus.publish("token", body)
+            self._wake.wait()
+            self._wake.clear()
 
     def run_webhook(self) -> None:
         """POST stored events, retrying failures with backoff (a supervisor child)."""

@@ -319,3 +319,22 @@ def test_works_under_monkey_patch_all(tmp_path: Path) -> None:
                        env=ccs_env(), cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "patched ok" in r.stdout
+
+
+def test_outcomes_survive_a_failing_store_write() -> None:
+    class Flaky(MemoryStore):
+        fail = 1
+
+        def finish(self, done, now):  # type: ignore[no-untyped-def]
+            if self.fail:
+                self.fail -= 1
+                raise OSError("disk full")
+            super().finish(done, now)
+
+    store = Flaky()
+    sup = make({"ccs": LocalProvider("ccs")}, store=store)
+    mid = sup.enqueue({"to": "t"})
+    assert sup.result(mid).get(timeout=5).ok  # recorded on the finisher's restart
+    assert sup.status(mid)["state"] == "ok"
+    assert sup.health()["children"]["finisher"]["restarts"] == 1
+    sup.stop()
