@@ -228,3 +228,32 @@ def test_apns_lane_through_the_gateway_to_the_apns_emulator(pki: Any, tmp_path: 
             assert "colour" in str(exc.value)
         finally:
             sup.stop()
+
+
+def test_legacy_http_as_the_fcm_fallback(emu: Any, pki: Any, tmp_path: Path) -> None:
+    from ccs.tls import server_context
+    from http_fallback.legacy.emulator import LegacyEmulator
+
+    emu.set_faults(refuse_auth=True)
+    with LegacyEmulator("legacy-key", ssl_context=server_context(pki.cert_file,
+                                                                  pki.key_file)) as legacy:
+        legacy.canonical["old-token"] = "new-token"
+        s = ccs_settings(emu, tmp_path / "l.sqlite", gateway__providers=["ccs", "legacy"],
+                         gateway__fcm_fallback="legacy", gateway__ccs_startup_grace=0.0,
+                         legacy__url=legacy.url, legacy__key="legacy-key")
+        sup = Supervisor(s).start()
+        events: list[Any] = []
+        sup.token_events.add(events.append)
+        try:
+            mid = sup.enqueue({"to": "old-token", "data": {"k": "v"}, "time_to_live": 300})
+            o = sup.result(mid).get(timeout=10)
+            assert o.ok and o.via == "legacy" and o.canonical_id == "new-token"
+            rec = sup.status(mid)
+            assert rec["via"] == "legacy" and rec["canonical_id"] == "new-token"
+            (sent,) = legacy.delivered
+            assert sent.payload["to"] == "old-token" and sent.payload["data"] == {"k": "v"}
+            assert 0 < sent.payload["time_to_live"] <= 300  # what is left of it, not more
+            wait_until(lambda: events, what="canonical token event")
+            assert events[0].kind == "canonical" and events[0].new_token == "new-token"
+        finally:
+            sup.stop()
