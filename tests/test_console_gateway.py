@@ -61,6 +61,8 @@ def test_run_send_stats_tail_and_clean_stop(tmp_path: Path) -> None:
         r = run_ccs(["stats", "--json"], env=client_env)
         st = json.loads(r.stdout)
         assert st["providers"]["ccs"]["messages_sent"] == 1 and "apns" in st["providers"]
+        r = run_ccs(["drain"], env=client_env)  # the test provider cannot drain
+        assert r.returncode == 1 and "409" in r.stderr and "no CCS provider" in r.stderr
         r = run_ccs(["stats"], env={**client_env, "CCS_ADMIN_TOKEN": "wrong"})
         assert r.returncode == 1 and "401" in r.stderr
         r = run_ccs(["send", "--via-gateway", "tokY"], env={**client_env, "CCS_ADMIN_PORT": "1"})
