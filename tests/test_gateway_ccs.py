@@ -257,3 +257,35 @@ def test_legacy_http_as_the_fcm_fallback(emu: Any, pki: Any, tmp_path: Path) -> 
             assert events[0].kind == "canonical" and events[0].new_token == "new-token"
         finally:
             sup.stop()
+
+
+def test_c2dm_lane_through_the_gateway_to_the_c2dm_emulator(pki: Any, tmp_path: Path) -> None:
+    from ccs.tls import server_context
+    from http_fallback.c2dm.emulator import C2dmEmulator
+
+    ctx = server_context(pki.cert_file, pki.key_file)
+    with C2dmEmulator({"sender@example.com": "pw-123"}, ssl_context=ctx) as c2dm:
+        c2dm.script("bad-reg", "InvalidRegistration")
+        s = Settings.defaults().replace(
+            admin__enabled=False, gateway__providers=["c2dm"], ccs__ca_file=pki.ca_file,
+            c2dm__url=c2dm.url, c2dm__login_url=c2dm.login_url, c2dm__email="sender@example.com",
+            c2dm__password="pw-123", c2dm__quota_lock=str(tmp_path / "quota.lock"),
+            outbox__path=str(tmp_path / "c.sqlite"))
+        sup = Supervisor(s).start()
+        events: list[Any] = []
+        sup.token_events.add(events.append)
+        try:
+            good = sup.enqueue({"to": "reg-1", "collapse_key": "news", "data": {"a": "b"}},
+                               via="c2dm")
+            bad = sup.enqueue({"to": "bad-reg", "collapse_key": "news"}, via="c2dm")
+            assert sup.result(good).get(timeout=10).ok
+            assert sup.result(bad).get(timeout=10).error == "InvalidRegistration"
+            assert [(d.registration_id, d.data) for d in c2dm.delivered] == [
+                ("reg-1", {"a": "b"})]
+            wait_until(lambda: events, what="token event")
+            assert events[0].token == "bad-reg" and events[0].provider == "c2dm"
+            row = sup.stats()["providers"]["c2dm"]
+            assert {"uptime", "messages_sent", "messages_in_queue", "backing_off",
+                    "total_errors", "rate_limited_tokens", "token_age"} <= set(row)
+        finally:
+            sup.stop()
