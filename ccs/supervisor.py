@@ -22,10 +22,11 @@ from ccs.events import EventBus
 from ccs.feedback import Feedback, Webhook
 from ccs.inbound import Inbound
 from ccs.outbox import Store, open_store
+from ccs.outbox.sqlite import OutboxLock
 from ccs.outcome import Listeners, SendResult
 from ccs.provider import Provider
 from ccs.router import Router
-from ccs.settings import Settings
+from ccs.settings import ConfigError, Settings
 from ccs.stats import GatewayStats, percentiles
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class Supervisor:
         self.started = False
         self.stopped = False
         self.dispatcher: Dispatcher | None = None
+        self._lock: OutboxLock | None = None
         self.admin: Any = None
         self.inbound: Inbound | None = None
         self.feedback: Feedback | None = None
@@ -98,6 +100,14 @@ class Supervisor:
         built = self._given if self._given is not None else {
             name: registry.create(name, s) for name in s["gateway.providers"]}
         if self._store is None:
+            if s["outbox.path"] != ":memory:":
+                self._lock = OutboxLock(s["outbox.path"])
+                try:
+                    self._lock.acquire()
+                except BlockingIOError:
+                    self._lock = None
+                    raise ConfigError("outbox.path", f"{s['outbox.path']} is in use by another "
+                                      "running gateway (one gateway per outbox)") from None
             self._store = open_store(s["outbox.path"], sync=s["outbox.sync"],
                                      threadpool=s["outbox.threadpool"], batch=s["outbox.batch"])
         store = self._store
@@ -271,6 +281,8 @@ class Supervisor:
             self.feedback.webhook.close()
         if self._own_store and self._store is not None:
             self._store.close()
+        if self._lock is not None:
+            self._lock.release()
         return left
 
 

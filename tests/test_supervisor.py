@@ -338,3 +338,16 @@ def test_outcomes_survive_a_failing_store_write() -> None:
     assert sup.status(mid)["state"] == "ok"
     assert sup.health()["children"]["finisher"]["restarts"] == 1
     sup.stop()
+
+
+def test_one_gateway_per_outbox_file(tmp_path: Path) -> None:
+    from ccs.settings import ConfigError
+
+    s = BASE.replace(outbox__path=str(tmp_path / "one.sqlite"))
+    first = Supervisor(s, providers={"ccs": LocalProvider("ccs")}).start()
+    with pytest.raises(ConfigError) as exc:
+        Supervisor(s, providers={"ccs": LocalProvider("ccs")}).start()
+    assert exc.value.key == "outbox.path" and "another" in str(exc.value)
+    first.stop()
+    again = Supervisor(s, providers={"ccs": LocalProvider("ccs")}).start()  # free again
+    again.stop()

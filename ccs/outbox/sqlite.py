@@ -8,8 +8,10 @@ With `threadpool=True` the transaction runs in gevent's threadpool instead of th
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -364,3 +366,30 @@ class SqliteStore(Store):
         self._closed = True
         self._writer.kill()
         self._db.close()
+
+
+class OutboxLock:
+    """One gateway per outbox file: at start it re-queues what was in flight, which would be
+    wrong while another gateway is still sending them. Other readers and `ccs enqueue` need
+    no lock."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path + ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise BlockingIOError (another gateway holds it)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
