@@ -132,3 +132,12 @@ def test_event_stream_carries_outcomes_and_token_events(gateway: Any) -> None:
     by = dict(events)
     assert by["outcome"]["id"] == mid and by["outcome"]["status"] == "failed"
     assert by["token"]["token"] == "dead" and by["token"]["kind"] == "unregistered"
+
+
+def test_a_busy_admin_port_is_a_config_error(gateway: Any) -> None:
+    sup, _, _ = gateway
+    s = Settings.defaults().replace(admin__port=sup.admin.port, admin__token=TOKEN)
+    other = Supervisor(s, store=MemoryStore(), providers={"ccs": LocalProvider("ccs")})
+    with pytest.raises(ConfigError) as exc:
+        other.start()
+    assert exc.value.key == "admin.port"

@@ -58,7 +58,11 @@ class AdminServer:
         """Listen now (so the port is known and busy ports fail at start)."""
         self.server = WSGIServer((HOST, self.port), self.app, spawn=Pool(self._connections),
                                  log=None, error_log=log)
-        self.server.init_socket()
+        try:
+            self.server.init_socket()
+        except OSError as exc:
+            raise ConfigError("admin.port", f"cannot listen on {HOST}:{self.port}: "
+                                            f"{exc.strerror or exc}") from None
         self.port = self.server.server_port
 
     def serve(self) -> None:
