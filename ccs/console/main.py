@@ -14,11 +14,15 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from ccs.console import demo, emulate, send
+    from ccs.console import demo, emulate, gateway, send, settings_cmd
 
     cli.add_command(demo.demo)
     cli.add_command(emulate.emulate)
     cli.add_command(send.send)
+    cli.add_command(settings_cmd.settings_cmd)
+    for command in (gateway.run, gateway.enqueue, gateway.status, gateway.stats, gateway.drain,
+                    gateway.tail):
+        cli.add_command(command)
 
 
 _register()

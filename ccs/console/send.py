@@ -113,11 +113,14 @@ def _ready(item: SendResult | Outcome) -> bool:
               help="Seconds to wait for a session before giving up (exit 3).")
 @click.option("--max-outstanding", type=click.IntRange(1), default=10000, show_default=True,
               help="Results held in memory at once (bounds memory for huge token files).")
+@click.option("--via-gateway", is_flag=True,
+              help="Hand the messages to the running gateway (`ccs run`) through its admin API: "
+                   "stored in its outbox, then sent; prints each message's id.")
 def send(tokens: tuple[str, ...], extra_tokens: tuple[str, ...], tokens_file: TextIO | None,
          topic: str | None, condition: str | None, via: str, data_pairs: tuple[str, ...],
          title: str | None, body: str | None, collapse_key: str | None, ttl: int | None,
          priority: str | None, delivery_receipt: bool, dry_run: bool, as_json: bool,
-         connect_timeout: float, max_outstanding: int) -> None:
+         connect_timeout: float, max_outstanding: int, via_gateway: bool = False) -> None:
     """Send a message to TOKENS (or a topic / condition) and print one line per message.
 
     Configured from the environment (CCS_HOST, CCS_PORT, CCS_SENDER_ID, CCS_SERVER_KEY,
@@ -150,6 +153,11 @@ def send(tokens: tuple[str, ...], extra_tokens: tuple[str, ...], tokens_file: Te
     except InvalidMessage as exc:
         raise click.BadParameter(str(exc)) from None
 
+    if via_gateway:
+        from ccs.console.gateway import send_via_gateway
+
+        sys.exit(send_via_gateway(
+            (build_message(t, condition=condition, **options) for t in targets), as_json))
     try:
         config = CcsConfig.from_env()
     except ConfigError as exc:

@@ -1,0 +1,279 @@
+"""Gateway commands: run, enqueue, status, stats, drain, tail, send --via-gateway."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+import click
+
+from ccs.console.common import config_errors, config_option, load_settings
+from ccs.settings import ConfigError, Settings
+
+
+def _json_option(name: str, help: str) -> Any:
+    return click.option(name, default=None, metavar="JSON", help=help)
+
+
+def _parse_json(value: str | None, name: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint=name) from None
+
+
+def _admin(settings: Settings) -> Any:
+    from ccs.admin.client import AdminClient
+
+    if not settings["admin.token"]:
+        raise ConfigError("admin.token", "needed to reach the admin API (set CCS_ADMIN_TOKEN)")
+    return AdminClient(settings["admin.port"], settings["admin.token"])
+
+
+def _call(fn: Any, *args: Any) -> Any:
+    from ccs.admin.client import AdminError
+
+    try:
+        return fn(*args)
+    except AdminError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command()
+@config_option
+@config_errors
+def run(config: str | None) -> None:
+    """Run the gateway until SIGTERM or SIGINT, then stop cleanly (unsent work stays queued)."""
+    import gevent
+    from gevent.event import Event
+
+    from ccs.supervisor import Supervisor
+
+    settings = load_settings(config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                                                   "%(message)s")
+    sup = Supervisor(settings).start()
+    admin = f", admin API {sup.admin.url}" if sup.admin else ""
+    click.echo(f"ccs-gateway running: providers {', '.join(sup.providers)}, outbox "
+               f"{settings['outbox.path']}{admin}", err=True)
+    stop = Event()
+    gevent.signal_handler(signal.SIGTERM, stop.set)
+    gevent.signal_handler(signal.SIGINT, stop.set)
+    stop.wait()
+    click.echo("stopping: no new messages; waiting for in-flight ones", err=True)
+    left = sup.stop()
+    click.echo(f"stopped; {len(left)} in-flight messages left queued for the next start",
+               err=True)
+
+
+def _tokens(stream: IO[str]) -> Iterator[tuple[str, int]]:
+    for line in stream:
+        yield line.strip(), len(line.encode())
+
+
+@click.command()
+@config_option
+@click.option("--tokens-file", required=True, type=click.File("r"),
+              help="One token per line ('-' for stdin); a line starting with '{' is a whole "
+                   "message as JSON.")
+@_json_option("--data", "The data object of every message.")
+@_json_option("--notification", "The notification object of every message.")
+@_json_option("--message", "Template message (JSON) each token is put into as 'to'.")
+@click.option("--via", default=None, help="Provider to use (default: FCM via CCS or fallback).")
+@click.option("--batch", default=1000, show_default=True, type=click.IntRange(1, 100000),
+              help="Messages stored per transaction.")
+@config_errors
+def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
+            notification: str | None, message: str | None, via: str | None,
+            batch: int) -> None:
+    """Bulk-enqueue into the outbox (streaming: memory stays bounded); `ccs run` sends them.
+
+    A bad line is reported on stderr with its number and skipped; the exit status is then 1."""
+    from ccs.dispatcher import Dispatcher
+    from ccs.outbox import open_store
+    from ccs.router import RouteError, Router
+
+    settings = load_settings(config)
+    if settings["outbox.path"] == ":memory:":
+        raise ConfigError("outbox.path", "`ccs enqueue` needs a file outbox, not :memory:")
+    template = dict(_parse_json(message, "--message") or {})
+    if data is not None:
+        template["data"] = _parse_json(data, "--data")
+    if notification is not None:
+        template["notification"] = _parse_json(notification, "--notification")
+    names = settings["gateway.providers"]
+    router = Router(lambda: dict.fromkeys(names, True), settings["gateway.fcm_fallback"])
+    try:
+        lane = router.lane_for(via)
+    except RouteError as exc:
+        raise click.BadParameter(str(exc), param_hint="--via") from None
+    store = open_store(settings["outbox.path"], sync=settings["outbox.sync"])
+    total = added = skipped = 0
+    size = _size(tokens_file)
+    bar = click.progressbar(length=size, label="enqueue", file=sys.stderr) \
+        if size and sys.stderr.isatty() else None
+    pending: list[Any] = []
+
+    def flush() -> None:
+        nonlocal added
+        if pending:
+            added += sum(store.add(pending, time.time()))
+            pending.clear()
+
+    try:
+        for lineno, (line, nbytes) in enumerate(_tokens(tokens_file), 1):
+            if bar is not None:
+                bar.update(nbytes)
+            if not line or line.startswith("#"):
+                continue
+            try:
+                msg = _line_message(line, template)
+                pending.append(Dispatcher._new(msg, lane, time.time(), lineno))
+            except (RouteError, ValueError) as exc:  # reported, skipped, never silently
+                click.echo(f"ccs enqueue: line {lineno} skipped: "
+                           f"{str(exc).split(': ', 1)[-1]}", err=True)
+                skipped += 1
+                continue
+            total += 1
+            if len(pending) >= batch:
+                flush()
+        flush()
+    finally:
+        if bar is not None:
+            bar.render_finish()
+        store.close()
+    click.echo(f"enqueued {added} messages ({total - added} already in the outbox, {skipped} "
+               f"lines skipped) into {settings['outbox.path']}")
+    if skipped:
+        raise SystemExit(1)
+
+
+def _line_message(line: str, template: dict[str, Any]) -> dict[str, Any]:
+    if line.startswith("{"):
+        try:
+            msg = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"line: not JSON: {exc}") from None
+        if not isinstance(msg, dict):
+            raise ValueError("line: not a JSON object")
+        return {**template, **msg}
+    return {**template, "to": line}
+
+
+def _size(f: IO[str]) -> int | None:
+    try:
+        return os.fstat(f.fileno()).st_size or None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+@click.command()
+@config_option
+@click.argument("message_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@config_errors
+def status(config: str | None, message_id: str | None, as_json: bool) -> None:
+    """One message's state and outcome, or the outbox's counts per state (read from the file)."""
+    from ccs.outbox import open_store
+
+    settings = load_settings(config)
+    path = settings["outbox.path"]
+    if path == ":memory:" or not os.path.exists(path):
+        raise click.ClickException(f"no outbox file at {path}")
+    store = open_store(path)
+    try:
+        if message_id is None:
+            out: Any = store.counts()
+        else:
+            record = store.get(message_id)
+            if record is None:
+                raise click.ClickException(f"no message {message_id!r} in {path}")
+            out = record.as_json()
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(out, indent=2, sort_keys=True))
+    else:
+        for k, v in out.items():
+            click.echo(f"{k}: {v}")
+
+
+@click.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (default: indented JSON too).")
+@config_errors
+def stats(config: str | None, as_json: bool) -> None:
+    """Live statistics of the running gateway (through the admin API)."""
+    out = _call(_admin(load_settings(config)).request, "GET", "/v1/stats")
+    click.echo(json.dumps(out, separators=(",", ":")) if as_json else json.dumps(out, indent=2))
+
+
+@click.command()
+@config_option
+@click.argument("session_id", required=False)
+@config_errors
+def drain(config: str | None, session_id: str | None) -> None:
+    """Drain a CCS session (all when none given): new messages go to other sessions."""
+    out = _call(_admin(load_settings(config)).request, "POST", "/v1/drain",
+                {"session_id": session_id})
+    click.echo(json.dumps(out))
+
+
+@click.command()
+@config_option
+@click.option("--kinds", default=None,
+              help="Comma-separated: upstream, receipt, token, outcome (default: all).")
+@config_errors
+def tail(config: str | None, kinds: str | None) -> None:
+    """Print the gateway's event stream as JSON lines until interrupted."""
+    client = _admin(load_settings(config))
+    wanted = [k for k in (kinds or "").split(",") if k] or None
+    try:
+        for kind, data in _call(client.events, wanted):
+            click.echo(json.dumps({"event": kind, **data}, separators=(",", ":")))
+    except KeyboardInterrupt:
+        pass
+
+
+def send_via_gateway(messages: Iterable[dict[str, Any]], as_json: bool,
+                     batch: int = 500) -> int:
+    """`ccs send --via-gateway`: POST the messages in batches; print one line per message.
+
+    Exit status: 0 all stored, 2 bad configuration or a message refused, 3 gateway unreachable.
+    """
+    from ccs.admin.client import AdminError
+
+    try:
+        client = _admin(Settings.load(None))
+    except ConfigError as exc:
+        click.echo(f"ccs send: configuration error: {exc}", err=True)
+        return 2
+    pending: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        ids = client.request("POST", "/v1/messages", {"messages": pending})["ids"]
+        for m, mid in zip(pending, ids, strict=True):
+            to = m.get("to") or m.get("condition")
+            line = {"id": mid, "to": to, "state": "queued"}
+            click.echo(json.dumps(line) if as_json else f"queued  {to} id={mid}")
+        pending.clear()
+
+    try:
+        for m in messages:
+            pending.append(m)
+            if len(pending) >= batch:
+                flush()
+        if pending:
+            flush()
+    except AdminError as exc:
+        click.echo(f"ccs send: {exc}", err=True)
+        return 3 if exc.status is None else 2
+    return 0

@@ -1,0 +1,87 @@
+"""Upstream messages and delivery receipts: stored before CCS hears the ack, then handed on.
+
+The CcsClient acks after our handler returns, so storing inside the handler means nothing acked
+is ever lost. App handlers then see each stored record once (its `seq` de-duplicates across a
+crash between handling and marking it done).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gevent.event import Event
+
+from ccs.events import EventBus
+from ccs.outbox.base import Store
+from ccs.outcome import Listeners
+
+log = logging.getLogger(__name__)
+
+UPSTREAM = "upstream"
+RECEIPT = "receipt"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRecord:
+    """One stored upstream message or receipt; `seq` is its record id."""
+
+    seq: int
+    kind: str
+    body: dict[str, Any]
+
+
+def upstream_body(up: Any) -> dict[str, Any]:
+    return {"from": up.sender, "message_id": up.message_id, "category": up.category,
+            "data": up.data}
+
+
+def receipt_body(rc: Any) -> dict[str, Any]:
+    return {"message_id": rc.message_id, "original_message_id": rc.original_message_id,
+            "status": rc.status, "device_token": rc.device_token}
+
+
+class Inbound:
+    def __init__(self, store: Store, bus: EventBus, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.bus = bus
+        self.clock = clock
+        self.upstream = Listeners()  # InboundRecord
+        self.receipts = Listeners()  # InboundRecord
+        self.duplicates = 0
+        self._wake = Event()
+
+    def store_upstream(self, up: Any) -> None:
+        """The CcsClient on_upstream handler: store (de-duplicated by sender and id)."""
+        self._store(UPSTREAM, f"{up.sender}\x00{up.message_id}", upstream_body(up))
+
+    def store_receipt(self, rc: Any) -> None:
+        """The CcsClient on_receipt handler: store (de-duplicated by the dr2: id)."""
+        self._store(RECEIPT, rc.message_id, receipt_body(rc))
+
+    def _store(self, kind: str, key: str, body: dict[str, Any]) -> None:
+        _, new = self.store.add_event(kind, key, body, self.clock())
+        if new:
+            self._wake.set()
+        else:
+            self.duplicates += 1  # CCS re-delivered it; acked again, handled once
+
+    def run(self, poll: float = 5.0) -> None:
+        """Hand stored records to app handlers and the event stream (a supervisor child)."""
+        while True:
+            self._wake.clear()
+            busy = False
+            for kind, listeners in ((UPSTREAM, self.upstream), (RECEIPT, self.receipts)):
+                events = self.store.pending_events(kind, self.clock(), limit=500)
+                for e in events:
+                    rec = InboundRecord(e.seq, kind, e.body)
+                    listeners.emit(rec)
+                    self.bus.publish(kind, {"id": e.seq, **e.body})
+                if events:
+                    self.store.event_done([e.seq for e in events], self.clock())
+                    busy = True
+            if not busy:
+                self._wake.wait(timeout=poll)

@@ -1,0 +1,170 @@
+"""Find providers by name: the supervisor builds the ones the settings name, nothing more.
+
+A provider plugs in by `register(name, factory, adapt)` (from a module listed in CCS_PLUGINS),
+by a `create_provider(environ)` function in the module listed for its name in BUILTIN, or by
+the built-in recipe there: `Client(Config.from_env(environ))`. The factory receives the
+settings rendered as CCS_* variables (file and environment merged). `adapt` turns a stored
+message (a JSON object) into what the provider's send() takes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ccs.provider import Provider
+from ccs.settings import ConfigError, Settings
+
+Factory = Callable[[Mapping[str, str]], Provider]
+Adapter = Callable[[Mapping[str, Any]], Any]
+
+# name -> (module, client class, config class)
+BUILTIN = {
+    "ccs": ("ccs.client", "CcsClient", "CcsConfig"),
+    "http": ("http_fallback.fcm", "FcmClient", "FcmConfig"),
+    "legacy": ("http_fallback.legacy", "LegacyClient", "LegacyConfig"),
+    "c2dm": ("http_fallback.c2dm", "C2dmClient", "C2dmConfig"),
+    "mpns": ("http_fallback.mpns", "MpnsClient", "MpnsConfig"),
+    "apns": ("http_fallback.apns", "ApnsClient", "ApnsConfig"),
+}
+
+# name -> (module, message class, renames of stored keys; None drops the key)
+MODELS: dict[str, tuple[str, str, dict[str, str | None]]] = {
+    "legacy": ("http_fallback.legacy.model", "LegacyMessage",
+               {"message_id": "id", "delivery_receipt_requested": None}),
+    "c2dm": ("http_fallback.c2dm.model", "C2dmMessage",
+             {"message_id": "id", "to": "registration_id"}),
+    "apns": ("http_fallback.apns.model", "Notification", {"to": "device", "message_id": None}),
+}
+
+_factories: dict[str, Factory] = {}
+_adapters: dict[str, Adapter] = {}
+
+
+def register(name: str, factory: Factory, adapt: Adapter | None = None) -> None:
+    """Make provider `name` available to the supervisor (replaces an earlier registration)."""
+    _factories[name] = factory
+    if adapt is not None:
+        _adapters[name] = adapt
+
+
+def unregister(name: str) -> None:
+    _factories.pop(name, None)
+    _adapters.pop(name, None)
+
+
+def load_plugins(modules: list[str]) -> None:
+    """Import each plugin module (which registers its providers); ConfigError if one fails."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise ConfigError("gateway.plugins", f"cannot import {module!r}: {exc}") from None
+
+
+def factory_for(name: str) -> Factory:
+    """The factory for `name`; ConfigError naming gateway.providers when there is none."""
+    if name in _factories:
+        return _factories[name]
+    if name not in BUILTIN:
+        raise ConfigError("gateway.providers", f"unknown provider {name!r}")
+    module, client_name, config_name = BUILTIN[name]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError("gateway.providers",
+                          f"provider {name!r} is not available ({module}: {exc})") from None
+    custom = getattr(mod, "create_provider", None)
+    if custom is not None:
+        return custom
+    client_cls, config_cls = getattr(mod, client_name), getattr(mod, config_name)
+    return lambda environ: client_cls(config_cls.from_env(environ))
+
+
+def create(name: str, settings: Settings) -> Provider:
+    """Build provider `name` from the settings; a bad setting surfaces as ConfigError."""
+    try:
+        provider = factory_for(name)(settings.environ())
+    except ConfigError:
+        raise
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise ConfigError("gateway.providers", f"provider {name!r}: {exc}") from None
+    provider.name = name  # the router's name for it, whatever the class calls itself
+    return provider
+
+
+MPNS_KINDS = {"toast": "Toast", "tile": "Tile", "flip_tile": "FlipTile",
+              "iconic_tile": "IconicTile", "cycle_tile": "CycleTile", "raw": "Raw"}
+
+
+def _mpns_adapter(payload: Mapping[str, Any]) -> Any:
+    """{"to": channel URI, one of toast/tile/flip_tile/iconic_tile/cycle_tile/raw, ...}."""
+    from http_fallback.mpns import model
+
+    found = [k for k in MPNS_KINDS if k in payload]
+    if len(found) != 1:
+        raise ValueError(f"notification: give exactly one of {', '.join(MPNS_KINDS)}")
+    kind = found[0]
+    cls = getattr(model, MPNS_KINDS[kind])
+    body = payload[kind]
+    note = cls(body) if kind == "raw" else _dataclass_adapter(cls, {})(body)
+    rest = {k: v for k, v in payload.items() if k != kind}
+    message = _dataclass_adapter(model.MpnsMessage, {"to": "channel_uri", "message_id": "id"})
+    return message({**rest, "notification": note})
+
+
+def adapter_for(name: str) -> Adapter | None:
+    """How to turn a stored message into provider `name`'s message; None: pass the dict."""
+    if name in _adapters:
+        return _adapters[name]
+    if name == "mpns":
+        try:
+            import http_fallback.mpns  # noqa: F401
+        except ImportError:
+            return None
+        _adapters[name] = _mpns_adapter
+        return _mpns_adapter
+    if name not in MODELS:
+        return None
+    module, cls_name, renames = MODELS[name]
+    try:
+        cls = getattr(importlib.import_module(module), cls_name)
+    except (ImportError, AttributeError):
+        return None
+    fn = _dataclass_adapter(cls, renames)
+    _adapters[name] = fn
+    return fn
+
+
+def _dataclass_adapter(cls: type, renames: Mapping[str, str | None]) -> Adapter:
+    """Build `cls` from a stored JSON object; an unknown key is a ValueError naming it."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    tuples = {f.name for f in dataclasses.fields(cls) if "tuple" in str(f.type)}
+
+    def adapt(payload: Mapping[str, Any]) -> Any:
+        kwargs: dict[str, Any] = {}
+        for key, value in payload.items():
+            target = renames.get(key, key)
+            if target is None:
+                continue
+            if target not in names:
+                raise ValueError(f"{key}: not a field of {cls.__name__}")
+            kwargs[target] = tuple(value) if isinstance(value, list) and target in tuples \
+                else value
+        return cls(**kwargs)
+
+    return adapt
+
+
+def to_provider(name: str, payload: Mapping[str, Any]) -> Any:
+    """The stored message in the shape provider `name` takes (ValueError names a bad field)."""
+    fn = adapter_for(name)
+    if fn is not None:
+        return fn(payload)
+    if name == "http":
+        from ccs.router import ccs_to_fcm_v1
+
+        return ccs_to_fcm_v1(payload)
+    return dict(payload)

@@ -1,0 +1,293 @@
+"""The supervisor: one tree of greenlets (providers, outbox dispatcher, feedback, admin API).
+
+Embeddable: `Supervisor(settings).start()` inside any gevent program returns at once; `stop()`
+stops accepting, waits for in-flight messages up to a deadline and leaves the rest queued.
+A child that crashes is restarted with doubling backoff and its restarts are reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+from gevent.pool import Group
+
+from ccs import providers as registry
+from ccs.dispatcher import Dispatcher, Stopping
+from ccs.events import EventBus
+from ccs.feedback import Feedback, Webhook
+from ccs.inbound import Inbound
+from ccs.outbox import Store, open_store
+from ccs.outbox.sqlite import OutboxLock
+from ccs.outcome import Listeners, SendResult
+from ccs.provider import Provider
+from ccs.router import Router
+from ccs.settings import ConfigError, Settings
+from ccs.stats import GatewayStats, percentiles
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = 60.0
+STABLE_AFTER = 60.0  # a child that ran this long without crashing starts its backoff afresh
+
+
+@dataclass(slots=True)
+class Child:
+    name: str
+    fn: Callable[[], Any]
+    restarts: int = 0
+    last_error: str | None = None
+    running: bool = False
+    greenlet: gevent.Greenlet | None = None
+
+
+class Supervisor:
+    def __init__(self, settings: Settings | None = None, *, store: Store | None = None,
+                 providers: Mapping[str, Provider] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        """`store`/`providers` override what the settings would build (tests, embedding)."""
+        self.settings = settings or Settings.defaults()
+        self.clock = clock
+        self._own_store = store is None
+        self._store = store
+        self._given = dict(providers) if providers is not None else None
+        self.providers: dict[str, Provider] = {}
+        self.children: dict[str, Child] = {}
+        self.group = Group()
+        self.bus = EventBus()
+        self.stats_observer = GatewayStats()
+        self.recovered = 0
+        self.started = False
+        self.stopped = False
+        self.dispatcher: Dispatcher | None = None
+        self._lock: OutboxLock | None = None
+        self.admin: Any = None
+        self.inbound: Inbound | None = None
+        self.feedback: Feedback | None = None
+        self.token_events = Listeners()  # every provider's TokenEvents, for Python callbacks
+        self.upstream = Listeners()  # InboundRecord of stored upstream messages
+        self.receipts = Listeners()  # InboundRecord of stored delivery receipts
+
+    # starting
+    def start(self) -> Supervisor:
+        """Open the outbox, start providers, then dispatcher, feedback and admin API, in order.
+
+        If any step fails, what was started is stopped again and the error propagates."""
+        try:
+            return self._start()
+        except BaseException:
+            self.started = True
+            self.stop(timeout=0)
+            raise
+
+    def _start(self) -> Supervisor:
+        s = self.settings
+        webhook = None
+        if s["webhook.url"]:
+            webhook = Webhook(s["webhook.url"], s["webhook.secret"] or "",
+                              timeout=s["webhook.timeout"], max_backoff=s["webhook.max_backoff"],
+                              ca_file=s["webhook.ca_file"])
+        if s["admin.enabled"]:
+            from ccs.admin.server import AdminServer
+
+            self.admin = AdminServer(self, s["admin.port"], s["admin.token"])  # checks token
+        if self._given is None:
+            registry.load_plugins(s["gateway.plugins"])
+        built = self._given if self._given is not None else {
+            name: registry.create(name, s) for name in s["gateway.providers"]}
+        if self._store is None:
+            if s["outbox.path"] != ":memory:":
+                self._lock = OutboxLock(s["outbox.path"])
+                try:
+                    self._lock.acquire()
+                except BlockingIOError:
+                    self._lock = None
+                    raise ConfigError("outbox.path", f"{s['outbox.path']} is in use by another "
+                                      "running gateway (one gateway per outbox)") from None
+            self._store = open_store(s["outbox.path"], sync=s["outbox.sync"],
+                                     threadpool=s["outbox.threadpool"], batch=s["outbox.batch"])
+        store = self._store
+        self.recovered = store.recover(self.clock())
+        if self.recovered:
+            log.warning("%d messages were in flight at the last stop; sending them again",
+                        self.recovered)
+        self.inbound = Inbound(store, self.bus, self.clock)
+        self.inbound.upstream.add(self.upstream.emit)
+        self.inbound.receipts.add(self.receipts.emit)
+        self.feedback = Feedback(store, self.bus, webhook, self.clock)
+        self.feedback.listeners.add(self.token_events.emit)
+        for name, provider in built.items():
+            provider.token_events.add(self.feedback.observe)
+            if hasattr(provider, "on_upstream"):
+                provider.on_upstream(self.inbound.store_upstream)
+            if hasattr(provider, "on_receipt"):
+                provider.on_receipt(self.inbound.store_receipt)
+            provider.start()
+            self.providers[name] = provider
+        router = Router(lambda: {n: p.healthy() for n, p in self.providers.items()},
+                        s["gateway.fcm_fallback"],
+                        grace_until=time.monotonic() + s["gateway.ccs_startup_grace"])
+        self.dispatcher = Dispatcher(store, self.providers, router,
+                                     concurrency=s["gateway.concurrency"], clock=self.clock)
+        self.dispatcher.outcomes.add(self.stats_observer.observe)
+        self.dispatcher.outcomes.add(self._publish_outcome)
+        self.add_child("inbound", self.inbound.run)
+        self.add_child("feedback", self.feedback.run)
+        if webhook is not None:
+            self.add_child("webhook", self.feedback.run_webhook)
+        self.add_child("finisher", self.dispatcher.run_finisher)
+        for lane in self.dispatcher.lanes():
+            self.add_child(f"lane:{lane}", lambda lane=lane: self.dispatcher.run_lane(lane))
+        if self.admin is not None:
+            self.admin.bind()
+            self.add_child("admin", self.admin.serve)
+        self.started = True
+        return self
+
+    def add_child(self, name: str, fn: Callable[[], Any]) -> Child:
+        """Run fn in the supervised tree; restarted with backoff whenever it raises."""
+        child = Child(name, fn)
+        self.children[name] = child
+        child.greenlet = self.group.spawn(self._run_child, child)
+        return child
+
+    def _run_child(self, child: Child) -> None:
+        first = self.settings["gateway.restart_backoff"]
+        delay = first
+        while not self.stopped:
+            began = time.monotonic()
+            child.running = True
+            try:
+                child.fn()
+                return  # a child that returns is finished, not crashed
+            except Exception as exc:
+                child.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("child %s crashed; restarting in %.2fs", child.name, delay)
+            finally:
+                child.running = False
+            if time.monotonic() - began > STABLE_AFTER:
+                delay = first
+            child.restarts += 1
+            gevent.sleep(delay)
+            delay = min(MAX_BACKOFF, max(delay * 2, 0.001))
+
+    def _publish_outcome(self, item: Any) -> None:
+        if len(self.bus):
+            record, outcome, _ = item
+            self.bus.publish("outcome", {"id": record.id, **outcome.as_json()})
+
+    # the Python API
+    def enqueue(self, message: Mapping[str, Any], via: str | None = None) -> str:
+        """Store one message (returns its id once it is durable); RouteError names a bad field."""
+        return self.enqueue_many([message], via)[0]
+
+    def enqueue_many(self, messages: Iterable[Mapping[str, Any]], via: str | None = None
+                     ) -> list[str]:
+        if self.dispatcher is None:
+            raise Stopping("the supervisor is not started")
+        return self.dispatcher.submit(messages, via)
+
+    def result(self, id: str) -> SendResult:
+        assert self.dispatcher is not None
+        return self.dispatcher.result(id)
+
+    def status(self, id: str) -> dict[str, Any] | None:
+        assert self._store is not None
+        r = self._store.get(id)
+        return r.as_json() if r else None
+
+    def drain(self, session_id: str | None = None) -> dict[str, Any]:
+        """Ask the CCS client to drain a session (all when None), as on CONNECTION_DRAINING."""
+        ccs = self.providers.get("ccs")
+        if ccs is None or not hasattr(ccs, "drain"):
+            raise LookupError("no CCS provider is running")
+        sid: Any = int(session_id) if isinstance(session_id, str) and session_id.isdigit() \
+            else session_id
+        result = ccs.drain(sid)
+        return {"drained": result if result is not None else session_id or "all"}
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None
+        return self._store
+
+    def health(self) -> dict[str, Any]:
+        children = {c.name: {"running": c.running, "restarts": c.restarts,
+                             "last_error": c.last_error} for c in self.children.values()}
+        provs = {n: p.healthy() for n, p in self.providers.items()}
+        ok = (self.started and not self.stopped and all(c.running for c in self.children.values())
+              and (not provs or any(provs.values())))
+        return {"ok": ok, "providers": provs, "children": children}
+
+    def stats(self) -> dict[str, Any]:
+        """node2dm-style counters per provider, plus outbox depth, in-flight and latency."""
+        counts = self.store.counts()
+        in_flight = self.dispatcher.in_flight() if self.dispatcher else {}
+        provs = {}
+        for name, p in self.providers.items():
+            own = _safe_stats(p)
+            row = {"uptime": self.stats_observer.uptime(), "messages_sent": 0,
+                   "messages_in_queue": in_flight.get(name, 0), "backing_off": False,
+                   "total_errors": 0, "rate_limited_tokens": self.feedback.rate_limited(name)
+                   if self.feedback else 0, "logged_in": p.healthy(), "token_age": None}
+            row.update(self.stats_observer.provider(name))
+            row.update({k: v for k, v in own.items() if v is not None})
+            row["healthy"] = p.healthy()
+            row["dispatching"] = in_flight.get(name, 0)  # held by the gateway, awaiting outcome
+            provs[name] = row
+        return {
+            "uptime": self.stats_observer.uptime(),
+            "outbox": {**counts, "depth": counts.get("queued", 0),
+                       "recovered_at_start": self.recovered},
+            "in_flight": sum(in_flight.values()),
+            "latency_ms": percentiles(list(self.stats_observer.latencies)),
+            "events_pending": self.store.event_counts(),
+            "upstream_duplicates": self.inbound.duplicates if self.inbound else 0,
+            "webhook": {"posted": self.feedback.posted, "failures": self.feedback.post_failures}
+            if self.feedback else {},
+            "providers": provs,
+            "children": {c.name: {"running": c.running, "restarts": c.restarts}
+                         for c in self.children.values()},
+        }
+
+    # stopping
+    def stop(self, timeout: float | None = None) -> list[str]:
+        """Stop accepting, drain in-flight up to `timeout`, leave the rest queued; returns the
+        ids put back in the queue."""
+        if self.stopped or not self.started:
+            self.stopped = True
+            return []
+        timeout = self.settings["gateway.stop_timeout"] if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        left: list[str] = []
+        if self.dispatcher is not None:
+            self.dispatcher.stop_claiming()
+            left = self.dispatcher.drain(timeout)
+        self.stopped = True
+        self.bus.close()  # ends event streams, so the admin server need not wait for them
+        if self.admin is not None:
+            self.admin.stop()
+        self.group.kill(block=True, timeout=5)
+        for name, p in reversed(list(self.providers.items())):
+            try:
+                p.stop(max(0.0, deadline - time.monotonic()))
+            except Exception:
+                log.exception("provider %s failed to stop", name)
+        if self.feedback is not None and self.feedback.webhook is not None:
+            self.feedback.webhook.close()
+        if self._own_store and self._store is not None:
+            self._store.close()
+        if self._lock is not None:
+            self._lock.release()
+        return left
+
+
+def _safe_stats(p: Provider) -> dict[str, Any]:
+    try:
+        return dict(p.stats())
+    except Exception as exc:  # stats must never take the gateway down
+        return {"stats_error": f"{type(exc).__name__}: {exc}"}
