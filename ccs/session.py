@@ -108,7 +108,8 @@ class Session:
             log.warning("session %s closing: %s", self.id, reason)
         except SessionClosed as exc:
             reason = str(exc)
-        except (OSError, gevent.Timeout) as exc:
+        except (OSError, ValueError, gevent.Timeout) as exc:
+            # ValueError: the SSL socket was closed under a pending read (stop, ping timeout).
             reason = f"{type(exc).__name__}: {exc}"
             log.info("session %s connection lost: %s", self.id, reason)
         finally:
