@@ -175,13 +175,21 @@ class Pool:
 
         self.greenlets.add(gevent.spawn_later(max(0.0, delay), fire))
 
-    def sweep_backlog(self) -> None:
-        """Expire queued messages whose time has passed (while no session can take them)."""
+    def sweep_backlog(self, hand_back: bool = False) -> None:
+        """While no session can take them: expire queued messages whose time has passed, and
+        with `hand_back` give the rest back (FAILED NO_SESSION, retryable) so a gateway can
+        route them to its fallback. One sent before its connection died may then arrive twice
+        (at-least-once); its description says so."""
         now = time.monotonic()
         keep: deque[Entry] = deque()
         for entry in self.backlog:
             if now > entry.deadline:
                 self._final(entry, Status.EXPIRED, "EXPIRED", "time_to_live passed while queued")
+            elif hand_back:
+                self._final(entry, Status.FAILED, "NO_SESSION",
+                            "no CCS session could take it" if entry.attempts == 0 else
+                            "sent once, then its connection died and no session came back: "
+                            "CCS may have it", retryable=True)
             else:
                 keep.append(entry)
         self.backlog = keep

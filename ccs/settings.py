@@ -75,6 +75,9 @@ REGISTRY: tuple[Setting, ...] = (
     _s("ccs.domain", "CCS_DOMAIN", "str", "gcm.googleapis.com", "XMPP domain of the sender JID"),
     _s("ccs.window", "CCS_WINDOW", "int", 100, "unanswered messages per CCS session (the CCS "
        "limit is 100)", minimum=1, maximum=100),
+    _s("ccs.no_session_timeout", "CCS_NO_SESSION_TIMEOUT", "float", 10.0,
+       "seconds without a usable CCS session after which queued messages are handed back "
+       "(the gateway sends them through its fallback); 0 waits for CCS", minimum=0),
     # outbox
     _s("outbox.path", "CCS_OUTBOX", "str", "./ccs-outbox.sqlite",
        "SQLite outbox file (':memory:' keeps it in memory: nothing survives a restart)"),
