@@ -74,7 +74,7 @@ class Pool:
         self.counters: dict[str, int] = dict.fromkeys(
             ("sent", "acked", "nacked", "retried", "resent_after_loss", "expired", "failed",
              "unknown", "upstream", "receipts", "duplicates_dropped", "unexpected_acks",
-             "reconnects", "auth_failures", "drains", "stanza_errors"), 0)
+             "reconnects", "auth_failures", "drains", "stanza_errors", "sent_on_unusable"), 0)
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -154,6 +154,8 @@ class Pool:
     def _send_on(self, session: Session, entry: Entry) -> None:
         entry.attempts += 1
         self.counters["sent"] += 1
+        if not session.usable:  # a bug if it ever happens: counted so tests can see it
+            self.counters["sent_on_unusable"] += 1
         session.send_entry(entry)
 
     def _pump(self, session: Session) -> None:

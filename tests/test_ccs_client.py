@@ -179,6 +179,7 @@ def test_draining_fails_over_without_loss(emu):
     assert all(o.ok for o in outcomes)
     assert {o.message_id for o in outcomes} == {m["message_id"] for m in msgs}
     assert stats["drains"] >= 2
+    assert stats["sent_on_unusable"] == 0  # nothing went out on a draining session
     # No message was ever accepted twice, and every draining nack was re-sent elsewhere.
     acked = [s.payload["message_id"] for s in emu.record.acks]
     assert sorted(acked) == sorted(m["message_id"] for m in msgs)
