@@ -273,7 +273,7 @@ class ApnsConnection:
         hmap: dict[bytes, bytes] = {}
         for k, v in headers:
             if k == b":status":
-                status = int(v)
+                status = int(v) if v.isdigit() and len(v) == 3 else 0
             else:
                 hmap[k] = v
         return parse_reply(status, hmap, req.r_body)

@@ -170,24 +170,42 @@ def parse_reply(status: int, headers: dict[bytes, bytes], body: bytes) -> Reply:
     sid = apns_id.decode("ascii", "replace") if apns_id else None
     if status == 200:
         return Reply(200, sid)
-    reason, ts = None, None
+    doc = _json_object(body)
+    reason = doc.get("reason")
+    reason = reason if isinstance(reason, str) and reason else None
+    return Reply(status, sid, reason or f"HTTP{status}", _timestamp_ms(doc.get("timestamp")))
+
+
+# the latest instant a datetime can hold (9999-12-31), in milliseconds
+MAX_TIMESTAMP_MS = 253402300799999
+
+
+def _timestamp_ms(raw: Any) -> int | None:
+    """Milliseconds since the epoch from an integer (or integer string); None if unusable."""
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 15:
+        raw = int(raw)
+    elif isinstance(raw, float) and raw.is_integer() and 0 <= raw <= MAX_TIMESTAMP_MS:
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= MAX_TIMESTAMP_MS:
+        return None
+    return raw
+
+
+def _json_object(data: bytes | None) -> dict[str, Any]:
+    """`data` parsed as a JSON object, else an empty dict (never raises)."""
+    if not data:
+        return {}
     try:
-        doc = json.loads(body) if body else {}
-        reason = doc.get("reason") if isinstance(doc, dict) else None
-        raw_ts = doc.get("timestamp") if isinstance(doc, dict) else None
-        ts = int(raw_ts) if raw_ts is not None else None
-    except (ValueError, TypeError):
-        pass
-    return Reply(status, sid, reason or f"HTTP{status}", ts)
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def goaway_reason(debug: bytes | None) -> str | None:
     """The `reason` in a GOAWAY's debug data, when it carries the JSON APNs sends."""
-    try:
-        doc = json.loads(debug) if debug else None
-    except ValueError:
-        return None
-    return doc.get("reason") if isinstance(doc, dict) else None
+    reason = _json_object(debug).get("reason")
+    return reason[:200] if isinstance(reason, str) and reason else None
 
 
 def backoff(attempt: int, base: float, cap: float, rnd: random.Random | None = None) -> float:
