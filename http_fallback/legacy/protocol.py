@@ -193,7 +193,11 @@ def judge(answer: Answer, count: int) -> list[Verdict]:
     """One verdict per target of the request, in request order (`count` targets)."""
     kind = answer.kind
     if kind in (AnswerKind.RESULTS, AnswerKind.TOPIC):
-        return [judge_result(r) for r in answer.results]
+        if len(answer.results) == count:
+            return [judge_result(r) for r in answer.results]
+        # e.g. a single-target answer shape to a multicast: nothing lines up with the ids
+        return [Verdict(Status.UNKNOWN, "UnexpectedAnswer", description=(
+            f"{len(answer.results)} results for {count} targets"))] * count
     if kind is AnswerKind.GROUP:
         return [_judge_group(answer.group)] * count
     if kind is AnswerKind.AUTH:
