@@ -229,7 +229,7 @@ class Pool:
         if isinstance(msg, protocol.Ack):
             entry = session.window.pop(msg.message_id)
             if entry is None:
-                self.counters["unexpected_acks"] += 1
+                self._unexpected(session, "ack", msg.message_id)
                 return
             self.counters["acked"] += 1
             session.answered += 1
@@ -243,7 +243,7 @@ class Pool:
         elif isinstance(msg, protocol.Nack):
             entry = session.window.pop(msg.message_id)
             if entry is None:
-                self.counters["unexpected_acks"] += 1
+                self._unexpected(session, "nack", msg.message_id)
                 return
             self.counters["nacked"] += 1
             session.answered += 1
@@ -264,6 +264,11 @@ class Pool:
             self._deliver(session, msg, self.client.upstream_handler)
         else:
             log.warning("session %s: %s", session.id, msg.reason)
+
+    def _unexpected(self, session: Session, kind: str, message_id: str) -> None:
+        self.counters["unexpected_acks"] += 1
+        log.warning("session %s: %s for a message_id not in flight: %r", session.id, kind,
+                    message_id[:100])
 
     def on_stanza_error(self, session: Session, ev: StanzaError) -> None:
         self.counters["stanza_errors"] += 1
