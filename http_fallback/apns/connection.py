@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _MAX_STREAMS = SettingCodes.MAX_CONCURRENT_STREAMS
+MAX_REPLY_BYTES = 64 * 1024  # kept of one reply body
 
 
 class ApnsConnection:
@@ -234,8 +235,9 @@ class ApnsConnection:
                 if e.flow_controlled_length:
                     conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
                 req = streams.get(e.stream_id)
-                if req is not None:
-                    req.r_body += e.data
+                if req is not None and len(req.r_body) < MAX_REPLY_BYTES:
+                    # APNs replies are a few dozen bytes of JSON; more is read and dropped
+                    req.r_body += e.data[:MAX_REPLY_BYTES - len(req.r_body)]
             elif t is ev.StreamEnded:
                 req = streams.pop(e.stream_id, None)
                 if req is not None:
