@@ -338,3 +338,18 @@ def test_any_response_is_a_response_or_an_http_error(canned, status, headers, bo
     if "content-length" in response.headers and "chunked" not in response.headers.get(
             "transfer-encoding", ""):
         assert len(response.body) == int(response.headers["content-length"])
+
+
+@FAST
+@given(st.lists(st.binary(max_size=40) | st.sampled_from([
+    b"\x02\x00\x00\x00\x04\x01\x00\x09", b"\x02\x00\x00\x00\x02\x01", b"\x00\x00\x20",
+    b"\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x20"]), max_size=6))
+@example([b"\x02\x00\x00\x00\x04\x01\x00\x09xxxxxxxxxx"])
+def test_gateway_frame_reader_yields_frames_or_raises_frame_error(chunks):
+    reader = frames.FrameReader()
+    for chunk in chunks:
+        try:
+            got = reader.feed(chunk)
+        except frames.FrameError:
+            return
+        assert all(isinstance(f, frames.Frame) for f in got)

@@ -219,6 +219,9 @@ class ApnsConnection:
                     return
         except (OSError, ssl.SSLError, ProtocolError) as e:
             self.close(f"read failed: {e}", failed=True, goaway=False)
+        except Exception as e:  # a dead reader with the connection left open would hang it
+            log.exception("APNs connection %d: reader failed", self.number)
+            self.close(f"read failed: {type(e).__name__}", failed=True, goaway=False)
 
     def _on_events(self, events: list[Any]) -> list[tuple[Request, Reply | int]]:
         """Runs under the channel lock: update stream state, collect finished streams."""

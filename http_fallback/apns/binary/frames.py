@@ -162,7 +162,11 @@ class FrameReader:
             items: dict[int, bytes] = {}
             i = 5
             while i < 5 + size:
+                if i + 3 > 5 + size:
+                    raise FrameError("frame", "item header runs past the frame")
                 item, ilen = struct.unpack_from(">BH", b, i)
+                if i + 3 + ilen > 5 + size:
+                    raise FrameError("frame", f"item {item} runs past the frame")
                 items[item] = b[i + 3:i + 3 + ilen]
                 i += 3 + ilen
             return Frame(2, items.get(ITEM_TOKEN, b""), items.get(ITEM_PAYLOAD, b""),
