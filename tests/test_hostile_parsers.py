@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ccs import protocol
+from ccs.emulator.xmlstream import StanzaReceived, StreamParser, XmlStreamError
+from ccs.emulator.xmlstream import StreamClosed as EmuStreamClosed
 from ccs.xmpp import Event, ProtocolViolation, State
 from http_fallback.apns import protocol as apns
 from http_fallback.apns.binary import frames
@@ -359,3 +361,31 @@ def test_gateway_frame_reader_yields_frames_or_raises_frame_error(chunks):
 def test_gateway_frame_item_cannot_reach_into_the_next_frame():
     with pytest.raises(frames.FrameError, match="past the frame"):
         frames.FrameReader().feed(b"\x02\x00\x00\x00\x04\x01\x00\x09x" + b"y" * 20)
+
+
+# -- the CCS emulator's inbound parser ----------------------------------------------------------
+
+EMU_OPEN = (b"<stream:stream to='gcm.googleapis.com' version='1.0' xmlns='jabber:client' "
+            b"xmlns:stream='http://etherx.jabber.org/streams'>")
+
+
+@FAST
+@given(st.lists(xml_bits | st.binary(max_size=30), max_size=12))
+def test_emulator_stream_parser_raises_only_xml_stream_error(chunks):
+    parser = StreamParser()
+    parser.feed(EMU_OPEN)
+    for chunk in chunks:
+        try:
+            events = parser.feed(chunk)
+        except XmlStreamError:
+            return
+        assert all(isinstance(e, StanzaReceived | EmuStreamClosed) for e in events)
+
+
+@pytest.mark.parametrize("opening", [b"<message a='", b""])
+def test_emulator_refuses_an_endless_start_tag_or_text(opening):
+    parser = StreamParser()
+    parser.feed(EMU_OPEN + opening)
+    with pytest.raises(XmlStreamError, match="policy-violation"):
+        for _ in range(8):
+            parser.feed(b"x" * 65536)
