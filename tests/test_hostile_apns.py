@@ -20,6 +20,9 @@ from hpack import Encoder
 
 from ccs.outcome import Status
 from ccs.tls import server_context
+from http_fallback.apns.auth import certificate_context
+from http_fallback.apns.binary.client import BinaryClient
+from http_fallback.apns.binary.feedback import Feedback
 from http_fallback.apns.client import ApnsClient
 from http_fallback.apns.config import ApnsConfig
 from http_fallback.apns.model import Notification
@@ -191,3 +194,65 @@ def test_an_endless_reply_body_is_capped_in_memory(pki):
         tracemalloc.stop()
     assert outcome.status is Status.FAILED and outcome.error == "HTTP410", outcome
     assert peak < 2 * 1024 * 1024, peak  # 4 MiB went by
+
+
+# -- the binary interface and its feedback service ---------------------------------------------
+
+class RawTls:
+    """A TLS server that reads (for `wait` bytes) and then writes `answer` and closes."""
+
+    def __init__(self, pki: Any, answer: bytes, wait: int = 1) -> None:
+        self.answer, self.wait = answer, wait
+        ctx = server_context(pki.cert_file, pki.key_file, client_ca_file=pki.ca_file)
+        self.server = StreamServer(("127.0.0.1", 0), self._handle, ssl_context=ctx)
+
+    def __enter__(self) -> RawTls:
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop(timeout=1)
+
+    def _handle(self, sock: Any, _addr: Any) -> None:
+        try:
+            got = b""
+            while len(got) < self.wait:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                got += data
+            sock.sendall(self.answer)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+
+def binary_context(pki: Any) -> Any:
+    return certificate_context(ca_file=pki.ca_file, cert_file=pki.client_cert_file,
+                               key_file=pki.client_key_file)
+
+
+@pytest.mark.parametrize("answer", [b"\x09\x08\x00\x00\x00\x01", b"HTTP/1.1 400 Bad\r\n\r\n"])
+def test_binary_gateway_answer_that_is_not_an_error_response(pki, caplog, answer):
+    reasons: list[str] = []
+    with RawTls(pki, answer) as gateway:
+        client = BinaryClient("127.0.0.1", gateway.server.server_port, binary_context(pki),
+                              quiet_period=0.2, reconnect_base=0.01)
+        client.disconnected.add(reasons.append)
+        client.start()
+        try:
+            outcome = client.send(Notification(device=token(3), alert="hi")).get(10)
+        finally:
+            client.stop()
+    assert outcome.status in (Status.OK, Status.UNKNOWN)  # never confirmed, never lost
+    assert any("unreadable answer from gateway" in r for r in reasons), reasons
+    assert any("unreadable answer" in r.getMessage() for r in caplog.records)
+
+
+def test_feedback_tuple_with_a_bad_token_length_is_an_error_not_a_token(pki):
+    bad = struct.pack(">IH", 1_600_000_000, 0xFFFF) + b"a" * 32 + b"b" * 38
+    with RawTls(pki, bad, wait=0) as service:
+        fb = Feedback("127.0.0.1", service.server.server_port, binary_context(pki), interval=0)
+        assert fb.poll() == []
+    assert "token length" in fb.last_error
