@@ -27,6 +27,7 @@ from http_fallback.apns.client import ApnsClient
 from http_fallback.apns.config import ApnsConfig
 from http_fallback.apns.model import Notification
 from tests.apns_support import KEY_ID, KEY_PEM, TEAM_ID, TOPIC, token
+from tests.greenlet_errors import no_greenlet_errors  # noqa: F401 - autouse fixture
 
 Attack = Callable[[H2Connection, Any, int], None]
 

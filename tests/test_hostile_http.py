@@ -19,6 +19,7 @@ from http_fallback.legacy.client import LegacyClient, LegacyConfig
 from http_fallback.legacy.model import LegacyMessage
 from http_fallback.retry_policy import Backoff
 from http_fallback.transport.http11 import DEFAULT_MAX_RESPONSE_BYTES
+from tests.greenlet_errors import no_greenlet_errors  # noqa: F401 - autouse fixture
 
 CAP = DEFAULT_MAX_RESPONSE_BYTES
 FCM_OK = b'{"name":"projects/proj-h/messages/1"}'

@@ -38,6 +38,7 @@ from http_fallback.mpns.emulator import MpnsEmulator
 from http_fallback.mpns.model import MpnsMessage, Toast
 from http_fallback.retry_policy import Backoff
 from tests.apns_support import KEY_ID, KEY_PEM, TEAM_ID, TOPIC, emulator, token
+from tests.greenlet_errors import no_greenlet_errors  # noqa: F401 - autouse fixture
 from tests.helpers import ccs_env, run_ccs
 
 FAST = Backoff(initial=0.01, maximum=0.05, jitter=0.0, attempts=2)
