@@ -277,7 +277,7 @@ class Pool:
             try:
                 echoed = json.loads(ev.json)
                 mid = echoed.get("message_id") if isinstance(echoed, dict) else None
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deeply
                 pass
         entry = session.window.pop(mid) if isinstance(mid, str) else None
         if entry is None:

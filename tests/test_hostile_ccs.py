@@ -8,6 +8,7 @@ import contextlib
 import logging
 import resource
 import time
+from xml.sax.saxutils import escape
 
 import pytest
 from gevent.server import StreamServer
@@ -147,6 +148,22 @@ def test_json_of_the_wrong_shape_is_logged_and_the_real_ack_still_counts(pki, ca
     assert outcome.status is Status.OK and outcome.attempts == 1
     assert stats["reconnects"] == 0 and server.connections == 1
     assert any(r.levelno >= logging.WARNING and r.name.startswith("ccs") for r in caplog.records)
+
+
+@pytest.mark.parametrize("echo", ["[" * 50000, "[1]", '{"message_id":7}', "not json"])
+def test_stanza_error_echoing_junk_is_logged_and_the_session_stays(pki, caplog, echo):
+    def attack(link, message):
+        link.send(b"<message type='error'><gcm xmlns='google:mobile:data'>"
+                  + escape(echo).encode() + b"</gcm><error code='400' type='modify'>"
+                  b"<bad-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"
+                  b"</message>" + ack(message))
+
+    with HostileCcs(pki, attack) as server, client_for(server, pki) as client:
+        [outcome] = send_and_collect(client)
+        stats = client.stats()
+    assert outcome.status is Status.OK and stats["reconnects"] == 0
+    assert server.connections == 1
+    assert any("stanza error 400 bad-request" in r.getMessage() for r in caplog.records)
 
 
 def test_ack_for_an_unknown_id_is_counted_and_logged(pki, caplog):
