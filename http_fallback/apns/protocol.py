@@ -91,6 +91,8 @@ def topic_for(bundle: str, push_type: PushType) -> str:
 def check_token(token: str | None) -> str:
     if not token:
         raise NotificationError("device", "missing device token")
+    if not isinstance(token, str):
+        raise NotificationError("device", "must be a string of hex digits")
     token = token.replace(" ", "").replace("<", "").replace(">", "")
     if not _HEX.match(token) or len(token) % 2 or not 32 <= len(token) <= 200:
         raise NotificationError("device", "must be an even number (32-200) of hex digits")
@@ -109,7 +111,7 @@ def prepare(n: Notification, default_topic: str | None) -> Prepared:
     bundle = n.topic or default_topic
     if not bundle:
         raise NotificationError("topic", "no topic (bundle id) given and no default configured")
-    if not _TOPIC.match(bundle):
+    if not isinstance(bundle, str) or not _TOPIC.match(bundle):
         raise NotificationError("topic", "a bundle id is letters, digits, '.', '-' and '_'")
     priority = n.priority if n.priority is not None else (
         5 if push_type is PushType.BACKGROUND else 10)
@@ -120,7 +122,7 @@ def prepare(n: Notification, default_topic: str | None) -> Prepared:
     if isinstance(n.badge, bool) or (n.badge is not None and not isinstance(n.badge, int)):
         raise NotificationError("badge", "must be an integer")
     apns_id = n.apns_id or str(uuid.uuid4())
-    if not _UUID.match(apns_id):
+    if not isinstance(apns_id, str) or not _UUID.match(apns_id):
         raise NotificationError("apns_id", "must be a lowercase UUID")
     try:
         body = encode_payload(n.to_payload())
@@ -143,6 +145,8 @@ def prepare(n: Notification, default_topic: str | None) -> Prepared:
             raise NotificationError("expiry", "must be epoch seconds (0 = do not store)")
         headers.append((b"apns-expiration", str(n.expiry).encode()))
     if n.collapse_id is not None:
+        if not isinstance(n.collapse_id, str):
+            raise NotificationError("collapse_id", "must be a string")
         cid = n.collapse_id.encode("utf-8")
         if not cid or len(cid) > MAX_COLLAPSE_ID or _CONTROL.search(n.collapse_id):
             raise NotificationError(
