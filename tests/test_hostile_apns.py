@@ -90,6 +90,10 @@ CLOSING = {
     "data-frame-over-max-size": (lambda h2, s, sid: s.sendall(
         frame(0, 0, sid, b"x" * 20000)), Status.UNKNOWN),
     "data-on-stream-0": (lambda h2, s, sid: s.sendall(frame(0, 1, 0, b"x")), Status.UNKNOWN),
+    "data-on-an-idle-stream": (lambda h2, s, sid: s.sendall(frame(0, 1, sid + 98, b"x")),
+                               Status.UNKNOWN),
+    "window-update-overflow": (lambda h2, s, sid: s.sendall(
+        frame(8, 0, 0, struct.pack(">I", 0x7FFFFFFF))), Status.UNKNOWN),
     "huge-header-block": (huge_header_block, Status.UNKNOWN),
     "goaway-over-max-frame-size": (goaway(b"[" * 50000), Status.UNKNOWN),
 }
