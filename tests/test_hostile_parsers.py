@@ -168,6 +168,7 @@ def test_fcm_error_body_is_typed(status, body, retry_after):
 @example(DEEP)
 @example(b"[]")
 @example(b'{"access_token":"t","expires_in":1e999}')
+@example(b'{"access_token":"t\\r\\nX-Evil: 1","expires_in":60}')
 def test_fcm_success_token_and_topic_answers_raise_only_value_error(body):
     for parse in (fcm.parse_name, lambda b: fcm.parse_token_answer(b, 0.0, 60.0),
                   lambda b: fcm.parse_topic_results(b, 1)):
@@ -179,6 +180,7 @@ def test_fcm_success_token_and_topic_answers_raise_only_value_error(body):
             assert all(v is None or isinstance(v, str) for v in value)
         elif isinstance(value, fcm.AccessToken):
             assert value.refresh_at <= value.expires_at < float("inf")
+            assert value.value.isascii() and value.value.isprintable() and " " not in value.value
         else:
             assert isinstance(value, str)
 
@@ -224,12 +226,16 @@ def test_legacy_answer_gives_one_verdict_per_target(status, body, plain, count):
     st.sampled_from(["id=1", "Error=QuotaExceeded", "Error=", "Auth=x", "=", "Error=NotRegistered",
                      "a=b=c", "\xff"]), max_size=4).map(lambda ls: "\n".join(ls).encode()),
     st.none() | st.text(max_size=20))
+@example(200, b"Auth=abc\x00def", "\r")
 def test_c2dm_answers_are_typed(status, body, retry_after):
     login = c2dm.parse_login(status, body)
     assert (login.auth is None) != (login.error is None)
-    answer = c2dm.parse_send(status, body, retry_after=retry_after, now=1_700_000_000.0)
+    answer = c2dm.parse_send(status, body, retry_after=retry_after, now=1_700_000_000.0,
+                             update_client_auth=retry_after)
     assert answer.action in c2dm.Action
     assert answer.retry_after is None or 0 <= answer.retry_after < float("inf")
+    for token in (login.auth, answer.new_auth):  # they go into an Authorization header
+        assert token is None or (token.isascii() and token.isprintable() and " " not in token)
 
 
 @FAST

@@ -16,6 +16,8 @@ SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
+# a token goes into an Authorization header: visible ASCII only (no CR, LF, NUL or spaces)
+_HEADER_SAFE = re.compile(r"[!-~]{1,4096}")
 TOKEN_FIELD_RE = re.compile(r"^message\.token$|registration.?token", re.IGNORECASE)
 
 # errorCode (or gRPC status when no errorCode came) for an HTTP status without a JSON body
@@ -218,7 +220,8 @@ def parse_token_answer(body: bytes, now: float, margin: float) -> AccessToken:
     answer = _json_object(body, "token answer")
     token = answer.get("access_token")
     expires_in = answer.get("expires_in", 3600)
-    if (not isinstance(token, str) or not token or isinstance(expires_in, bool)
+    if (not isinstance(token, str) or not _HEADER_SAFE.fullmatch(token)
+            or isinstance(expires_in, bool)
             or not isinstance(expires_in, (int, float)) or not 0 < expires_in < 10**9):
         raise ValueError("token answer without access_token/expires_in")
     return AccessToken(token, now + expires_in, now + expires_in - min(margin, expires_in / 2))
