@@ -3,9 +3,15 @@
 
 from __future__ import annotations
 
+import json
+import xml.etree.ElementTree as ET
+
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from ccs.message import InvalidMessage, validate_downstream
+from ccs.protocol import downstream_json
+from ccs.xmpp import encode_gcm
 from http_fallback.apns.model import Notification, NotificationError
 from http_fallback.apns.protocol import prepare
 from http_fallback.c2dm.model import C2dmMessage
@@ -106,3 +112,26 @@ def test_apns_validation(kwargs):
         assert e.field
         return
     assert len(prepared.body) <= 5120
+
+
+# -- CCS: whatever validation accepts, the server's XML parser can read ----------------------------
+
+@FAST
+@given(st.dictionaries(st.text(min_size=1, max_size=6).filter(
+    lambda k: k not in ("from", "gcm") and not k.startswith("google")), st.text(max_size=8),
+    max_size=3), st.text(min_size=1, max_size=8), st.text(max_size=8))
+@example({"k": "\ud800"}, "m", "t")
+@example({"k": "\uffff"}, "m", "t")
+@example({"k": "v"}, "m\udfff", "t")
+@example({"k": "v"}, "m", "\ufffe")
+def test_accepted_ccs_messages_are_well_formed_xml_on_the_wire(data, message_id, title):
+    message = {"to": "tok", "message_id": message_id, "data": data,
+               "notification": {"title": title, "body_loc_args": [title]}}
+    try:
+        checked = validate_downstream(message)
+    except InvalidMessage as e:
+        assert e.field
+        return
+    stanza = encode_gcm(downstream_json(checked))
+    el = ET.fromstring(stanza)  # what the server's parser sees
+    assert json.loads(el[0].text)["message_id"] == message_id
