@@ -248,7 +248,7 @@ class Pool:
         if isinstance(msg, protocol.Ack):
             entry = session.window.pop(msg.message_id)
             if entry is None:
-                self.counters["unexpected_acks"] += 1
+                self._unexpected(session, "ack", msg.message_id)
                 return
             self.counters["acked"] += 1
             session.answered += 1
@@ -262,7 +262,7 @@ class Pool:
         elif isinstance(msg, protocol.Nack):
             entry = session.window.pop(msg.message_id)
             if entry is None:
-                self.counters["unexpected_acks"] += 1
+                self._unexpected(session, "nack", msg.message_id)
                 return
             self.counters["nacked"] += 1
             session.answered += 1
@@ -284,6 +284,11 @@ class Pool:
         else:
             log.warning("session %s: %s", session.id, msg.reason)
 
+    def _unexpected(self, session: Session, kind: str, message_id: str) -> None:
+        self.counters["unexpected_acks"] += 1
+        log.warning("session %s: %s for a message_id not in flight: %r", session.id, kind,
+                    message_id[:100])
+
     def on_stanza_error(self, session: Session, ev: StanzaError) -> None:
         self.counters["stanza_errors"] += 1
         mid = None
@@ -291,7 +296,7 @@ class Pool:
             try:
                 echoed = json.loads(ev.json)
                 mid = echoed.get("message_id") if isinstance(echoed, dict) else None
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deeply
                 pass
         entry = session.window.pop(mid) if isinstance(mid, str) else None
         if entry is None:
