@@ -37,6 +37,9 @@ class CcsConfig:
     host: str = DEFAULT_HOST
     port: int = 5235
     domain: str = "gcm.googleapis.com"  # stream `to` and the SASL authcid's domain
+    # SASL PLAIN authcid; None means `<sender_id>@<domain>` (CCS). Other XMPP servers, such as
+    # Prosody in tests/test_interop_prosody.py, want the bare username: authcid=sender_id.
+    authcid: str | None = None
     ca_file: str | None = None  # adds trust; verification is never turned off
     tls_server_name: str | None = None  # name checked in the certificate (default: host)
     connections: int = 4

@@ -71,7 +71,7 @@ class Session:
         self._pinger: gevent.Greenlet | None = None
         self._stream = XmppStream(
             config.domain,
-            plain_credentials(config.sender_id, config.domain),
+            config.authcid or plain_credentials(config.sender_id, config.domain),
             config.server_key,
             f"{config.resource_prefix}-{self.id}",
         )

@@ -137,9 +137,9 @@ class XmppStream:
         self._out.clear()
         return out
 
-    def send_gcm(self, json_text: str) -> None:
+    def send_gcm(self, json_text: str, to: str | None = None) -> None:
         """Queue one `<message><gcm>JSON</gcm></message>` (see encode_gcm)."""
-        self._out.append(encode_gcm(json_text))
+        self._out.append(encode_gcm(json_text, to))
 
     def send_ping(self) -> str:
         self._iq_seq += 1
@@ -317,9 +317,10 @@ def _error_parts(el: ET.Element | None, ns: str) -> tuple[str | None, str | None
     return cond, text
 
 
-def encode_gcm(json_text: str) -> bytes:
+def encode_gcm(json_text: str, to: str | None = None) -> bytes:
     """One `<message><gcm xmlns="google:mobile:data">JSON</gcm></message>`, escaped by
-    ElementTree's serialiser.
+    ElementTree's serialiser. CCS routes by the JSON's `to` and the stanza has none; `to` sets
+    the stanza's address for other XMPP servers (tests/test_interop_prosody.py).
 
     slixmpp's `tostring` escapes text one character at a time: 35 us for a 330-byte JSON
     payload, most of the client's budget. ElementTree's serialiser (the same Element objects
@@ -327,6 +328,8 @@ def encode_gcm(json_text: str) -> bytes:
     unqualified so it takes the stream's default namespace (jabber:client).
     """
     msg = ET.Element("message")
+    if to:
+        msg.set("to", to)
     ET.SubElement(msg, "gcm", _GCM_ATTRS).text = json_text
     return ET.tostring(msg)
 
