@@ -185,6 +185,12 @@ def test_outbound_json_is_escaped_by_the_serialiser():
     assert el.find("{google:mobile:data}gcm").text == text
 
 
+def test_gcm_stanza_has_no_address_unless_one_is_given():
+    assert ET.fromstring(encode_gcm("{}")).get("to") is None  # CCS routes by the JSON's to
+    el = ET.fromstring(encode_gcm("{}", to="peer@localhost"))
+    assert el.get("to") == "peer@localhost" and el.find("{google:mobile:data}gcm").text == "{}"
+
+
 @given(st.dictionaries(st.text(), st.text(), max_size=5))
 def test_any_text_round_trips_through_a_stanza(data):
     text = json.dumps({"data": data})
