@@ -128,8 +128,9 @@ class Prosody:
                 self.port = free_port()
             self._write_config()
             start = len(self.log())
-            self.proc = subprocess.Popen(["prosody", "-F", "--config", str(self.config)],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            with open(self.directory / "stderr.txt", "ab") as err:
+                self.proc = subprocess.Popen(["prosody", "-F", "--config", str(self.config)],
+                                             stdout=subprocess.DEVNULL, stderr=err)
             if self._wait_ready(start, timeout):
                 return
             self.stop()
@@ -143,7 +144,7 @@ class Prosody:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc else ""
+                err = (self.directory / "stderr.txt").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"prosody exited: {err}\n{self.log()[log_start:][-3000:]}")
             if "Failed to open server port" in self.log()[log_start:]:
                 return False
