@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ccs.outbox.base import Event, Finish, NewMessage, Record, Store
 from ccs.outbox.memory import MemoryStore
 
 
+def is_redis(path: str) -> bool:
+    return path.startswith("redis://")
+
+
 def open_store(path: str, sync: str = "normal", threadpool: bool = False,
-               batch: int = 2000) -> Store:
-    """The store a path names: ':memory:' for MemoryStore, else a SQLite file."""
+               batch: int = 2000, **redis_options: Any) -> Store:
+    """The store a path names: ':memory:' for MemoryStore, redis:// for RedisStore (options:
+    reclaim_idle, heartbeat, stream_maxlen), else a SQLite file."""
     if path == ":memory:":
         return MemoryStore()
+    if is_redis(path):
+        from ccs.outbox.redis import RedisStore
+
+        return RedisStore(path, **redis_options)
     from ccs.outbox.sqlite import SqliteStore
 
     return SqliteStore(path, sync=sync, threadpool=threadpool, batch=batch)
 
 
-__all__ = ["Event", "Finish", "MemoryStore", "NewMessage", "Record", "Store", "open_store"]
+__all__ = ["Event", "Finish", "MemoryStore", "NewMessage", "Record", "Store", "is_redis",
+           "open_store"]
