@@ -9,7 +9,7 @@ from ccs.outbox.memory import MemoryStore
 
 
 def is_redis(path: str) -> bool:
-    return path.startswith("redis://")
+    return path.startswith(("redis://", "rediss://"))
 
 
 def open_store(path: str, sync: str = "normal", threadpool: bool = False,

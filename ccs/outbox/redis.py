@@ -68,7 +68,8 @@ def split_url(url: str) -> tuple[str, str]:
     """(redis URL without our own options, key prefix) from redis://host:port/db?prefix=P."""
     parts = urlsplit(url)
     if parts.scheme != "redis":
-        raise ConfigError("outbox.path", f"only redis:// URLs are supported, got {url!r}")
+        raise ConfigError("outbox.path", f"only redis:// URLs are supported (no TLS), got "
+                          f"{url!r}")
     query = parse_qsl(parts.query)
     prefix = dict(query).get("prefix", "ccs")
     rest = urlencode([(k, v) for k, v in query if k != "prefix"])
@@ -101,6 +102,7 @@ class RedisStore(Store):
         if reclaim_idle < 2 * heartbeat:
             raise ConfigError("outbox.reclaim_idle", f"must be at least twice outbox.heartbeat "
                               f"({heartbeat}s), got {reclaim_idle}")
+        self.source = url  # as configured, prefix included
         self.url, prefix = split_url(url)
         self.p = prefix + ":"
         self.redis = connect(self.url)
