@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import gevent
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -51,7 +53,7 @@ def run(n: int, count: int, outbox: str, timeout: float, connections: int) -> fl
         while store.counts()["ok"] < count:
             if time.monotonic() > deadline:
                 raise SystemExit(f"{n} gateways: only {store.counts()} after {timeout}s")
-            time.sleep(0.02)
+            gevent.sleep(0.02)
         elapsed = time.monotonic() - began
     finally:
         store.close()

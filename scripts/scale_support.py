@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import gevent
+from gevent import subprocess  # waits yield: emulators in this process keep serving
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS = os.environ.get("CCS_BENCH_REDIS", "redis://127.0.0.1:6379/0")
@@ -51,7 +53,7 @@ class Gateways:
         self.envs = [gateway_env(outbox, info, connections, **extra)
                      for _, info in emulators]
         self.count = count or len(emulators)
-        self.procs: list[subprocess.Popen[bytes] | None] = [None] * self.count
+        self.procs: list[Any] = [None] * self.count
         self.logs: list[Any] = []
         self.started = 0
 
@@ -78,7 +80,7 @@ class Gateways:
         """Until every process is a live gateway with a ready CCS session (Redis outboxes)."""
         deadline = time.monotonic() + timeout
         if not hasattr(store, "gateways"):  # SQLite: no presence; wait for the first session
-            time.sleep(2.0)
+            gevent.sleep(2.0)
             return
         while True:
             gws = store.gateways()
@@ -87,7 +89,7 @@ class Gateways:
                 return
             if time.monotonic() > deadline:
                 raise SystemExit(f"gateways not ready after {timeout}s: {gws}")
-            time.sleep(0.05)
+            gevent.sleep(0.05)
 
     def rss_kb(self) -> int:
         """Resident memory of the gateway processes, in kB (Linux /proc)."""
@@ -142,7 +144,6 @@ def cleanup(prefix: str) -> None:
 
 def redis_latency(n: int = 5000) -> tuple[float, float]:
     """Microseconds per PING: on a gevent socket, and through gevent's threadpool."""
-    import gevent
     import redis
 
     from ccs.outbox.redis import connect
