@@ -205,13 +205,17 @@ class Soak:
         fcm_ok = Counter(s.target for s in self.fcm.seen
                          if s.path.endswith("messages:send") and s.status == 200)
         apns_ok = Counter(s.token for s in self.apns.seen if s.status == 200)
+        ccs_acked = Counter(a.payload.get("message_id") for a in self.ccs.record.acks)
+        # delivered twice = acked twice (a nacked message was not delivered, its retry is not
+        # a duplicate)
+        dups = {"ccs": sum(v - 1 for v in ccs_acked.values() if v > 1),
+                "fcm": sum(v - 1 for v in fcm_ok.values() if v > 1),
+                "apns": sum(v - 1 for v in apns_ok.values() if v > 1)}
         return {
-            "accepted": len(ids), "terminal": len(terminal),
+            "accepted": len(ids), "terminal": len(terminal), "duplicates_by": dups,
             "lost": len(set(ids) - terminal) + len(set(ids) - set(outcomes)),
             "two_outcomes": sum(1 for v in outcomes.values() if v > 1),
-            "duplicates": self.ccs.record.duplicates
-            + sum(v - 1 for v in fcm_ok.values() if v > 1)
-            + sum(v - 1 for v in apns_ok.values() if v > 1),
+            "duplicates": sum(dups.values()),
             "states": dict(states), "resent": self.store.counts()["resent"],
         }
 
@@ -245,7 +249,9 @@ class Soak:
         self.gws.stop()
         out = self.check()
         print(f"faults injected: {dict(self.faults)}; gateway kills/stops: {self.kills}")
-        print(f"states: {out['states']}; resent (taken over or put back): {out['resent']}")
+        print(f"states: {out['states']}; resent (taken over or put back): {out['resent']}; "
+              f"delivered twice per emulator: {out['duplicates_by']} (CCS: resent after a "
+              "dropped connection or a gateway kill; at-least-once)")
         print(f"gateway 0 resident memory: {rss_start} kB at start, {rss_end} kB at end; "
               f"this process {rss_self_kb()} kB")
         st = out["states"]
