@@ -148,6 +148,8 @@ class Supervisor:
         if self.admin is not None:
             self.admin.bind()
             self.add_child("admin", self.admin.serve)
+        if hasattr(store, "beat"):
+            store.beat()  # announce the providers and sessions started just now
         self.started = True
         return self
 

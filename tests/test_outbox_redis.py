@@ -180,3 +180,61 @@ def test_ccs_pool_takes_leases_before_sessions(redis_url: str, pki: Any) -> None
                 c.stop(timeout=1)
             for s in stores:
                 s.close()
+
+
+PATCHED = """
+from gevent import monkey; monkey.patch_all()
+import sys
+from ccs.settings import Settings
+from ccs.supervisor import Supervisor
+from tests.providers import LocalProvider
+s = Settings.defaults().replace(admin__enabled=False, outbox__path=sys.argv[1],
+                                outbox__heartbeat=0.05, outbox__reclaim_idle=0.2)
+sup = Supervisor(s, providers={"ccs": LocalProvider("ccs")}).start()
+ids = sup.enqueue_many([{"to": f"t{i}"} for i in range(300)])
+assert all(sup.result(i).get(timeout=10).ok for i in ids)
+assert sup.stats()["outbox"]["ok"] == 300 and sup.status(ids[0])["state"] == "ok"
+assert len(sup.store.gateways()) == 1
+sup.stop()
+print("patched ok")
+"""
+
+
+def test_supervisor_on_redis_under_monkey_patch_all(redis_url: str) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT, ccs_env
+
+    r = subprocess.run([sys.executable, "-c", PATCHED, redis_url], env=ccs_env(), cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "patched ok" in r.stdout
+
+
+def test_supervisor_on_redis_publishes_outcomes_and_token_events(redis_url: str) -> None:
+    from ccs.outcome import TokenEvent, TokenEventKind
+    from ccs.settings import Settings
+    from ccs.supervisor import Supervisor
+    from tests.providers import LocalProvider
+
+    s = Settings.defaults().replace(admin__enabled=False, outbox__path=redis_url,
+                                    outbox__heartbeat=0.05, outbox__reclaim_idle=0.2)
+    ccs = LocalProvider("ccs")
+    sup = Supervisor(s, providers={"ccs": ccs}).start()
+    tail = RedisStore(redis_url)
+    follow = tail.tail(["outcome", "token"], block_ms=200)
+    try:
+        mid = sup.enqueue({"to": "t1"})
+        assert sup.result(mid).get(timeout=5).ok
+        ccs.token_events.emit(TokenEvent(TokenEventKind.UNREGISTERED, "ccs", "dead"))
+        with gevent.Timeout(10):
+            got = [next(follow), next(follow)]
+        kinds = {k: d for k, d in got}
+        assert kinds["outcome"]["id"] == mid and kinds["outcome"]["status"] == "ok"
+        assert kinds["token"]["token"] == "dead" and kinds["token"]["kind"] == "unregistered"
+        (gw,) = tail.gateways()
+        assert gw["providers"] == {"ccs": True} and gw["pid"] > 0
+    finally:
+        sup.stop()
+        tail.close()

@@ -16,12 +16,12 @@ Many processes, so two Store semantics change (documented in README "Many gatewa
 
 gevent: redis-py does blocking socket I/O through the stdlib `socket` module. Without
 monkey-patching that would block the hub, so connections are made with gevent.socket
-(GeventConnection below): each call waits cooperatively. Measured on this 2-core machine
-(scripts/bench_scale.py --redis-latency): a PING takes ~45 us on a gevent socket against
-~110 us when each call is handed to gevent's threadpool (two thread switches per call), and
-a blocking XREADGROUP of 1 s lets a 10 ms ticker greenlet keep ticking. With patch_all() the
-stdlib socket is gevent's anyway, so both modes run the same code. The pool's connect happens
-outside redis-py's RLock (a thread lock, shared by all greenlets of the thread).
+(GeventConnection below) and each call waits cooperatively. Measured on the shared 2-core
+machine (scripts/bench_scale.py prints it): a PING round trip of 30-85 us on a gevent socket
+against 55-150 us when each call goes through gevent's threadpool (two thread switches per
+call); tests/test_outbox_redis.py checks that a greenlet keeps running during a blocking
+XREAD. With patch_all() the stdlib socket is gevent's anyway, so both modes run the same code.
+redis-py's pool connects outside its RLock (a thread lock, shared by all greenlets).
 Not for Redis Cluster: scripts touch keys built from message ids.
 """
 
@@ -339,12 +339,16 @@ class RedisStore(Store):
 
     def tail(self, kinds: Sequence[str], block_ms: int = 1000, start: str = "$"
              ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Follow the public streams: (kind, data) as gateways append them."""
+        """Follow the public streams from now (or `start`): (kind, data) as gateways append."""
         pos = {f"{self.p}s:{k}": start for k in kinds}
-        if start == "$":  # resolve "$" now, so nothing between two reads is missed
+        if start == "$":  # resolved at the call, so nothing between two reads is missed
             for key in pos:
                 info = self.redis.xinfo_stream(key) if self.redis.exists(key) else None
                 pos[key] = info["last-generated-id"] if info else "0-0"
+        return self._follow(pos, block_ms)
+
+    def _follow(self, pos: dict[str, str], block_ms: int
+                ) -> Iterator[tuple[str, dict[str, Any]]]:
         while not self._closed:
             for key, rows in self.redis.xread(pos, block=block_ms) or []:
                 for entry, f in rows:
