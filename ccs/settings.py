@@ -318,8 +318,12 @@ class Settings(Mapping[str, Any]):
 
     def redacted(self) -> dict[str, Any]:
         """Every value, secrets replaced by '***' when set: safe to print or log."""
-        return {k: ("***" if BY_KEY[k].secret and v is not None else v)
-                for k, v in self._values.items()}
+        out = {k: ("***" if BY_KEY[k].secret and v is not None else v)
+               for k, v in self._values.items()}
+        from ccs.outbox import shown  # a redis:// outbox URL may carry a password
+
+        out["outbox.path"] = shown(out["outbox.path"])
+        return out
 
     def __repr__(self) -> str:
         return f"Settings({self.redacted()!r})"

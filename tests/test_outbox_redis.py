@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -38,7 +39,18 @@ def test_url_and_configuration_errors(redis_url: str) -> None:
         RedisStore(redis_url, reclaim_idle=1.0, heartbeat=1.0)
     with pytest.raises(ConfigError, match="cannot reach Redis"):
         RedisStore("redis://127.0.0.1:1/0")  # nothing listens on port 1
-    assert isinstance(open_store(redis_url), RedisStore)
+    store = open_store(redis_url)
+    assert isinstance(store, RedisStore)
+    store.close()
+    # a password in the URL never reaches messages or the printed settings
+    with pytest.raises(ConfigError) as exc:
+        RedisStore("redis://:hunter2@127.0.0.1:1/0")
+    assert "hunter2" not in str(exc.value) and ":***@" in str(exc.value)
+    from ccs.settings import Settings
+
+    s = Settings.defaults().replace(outbox__path="redis://u:hunter2@h/0?prefix=x")
+    assert s.redacted()["outbox.path"] == "redis://u:***@h/0?prefix=x"
+    assert "hunter2" not in repr(s) and s["outbox.path"].endswith("hunter2@h/0?prefix=x")
 
 
 def test_two_consumers_share_a_lane_without_overlap(redis_url: str) -> None:
@@ -238,3 +250,21 @@ def test_supervisor_on_redis_publishes_outcomes_and_token_events(redis_url: str)
     finally:
         sup.stop()
         tail.close()
+
+
+def test_console_enqueue_and_status_against_redis(redis_url: str) -> None:
+    from tests.helpers import run_ccs
+
+    env = {"CCS_OUTBOX": redis_url, "CCS_FALLBACK_PROVIDER": ""}
+    r = run_ccs(["enqueue", "--tokens-file", "-", "--data", '{"k": "v"}'], env=env,
+                input="tok-a\ntok-b\n{\"to\": \"tok-c\", \"message_id\": \"fixed-1\"}\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("enqueued 3 messages")
+    st = run_ccs(["status", "fixed-1", "--json"], env=env)
+    assert st.returncode == 0, st.stderr
+    rec = json.loads(st.stdout)
+    assert rec["state"] == "queued" and rec["to"] == "tok-c" and rec["lane"] == "fcm"
+    counts = json.loads(run_ccs(["status", "--json"], env=env).stdout)
+    assert counts["depth"] == 3 and counts["gateways"] == []  # enqueue is not a gateway
+    missing = run_ccs(["status", "nope"], env=env)
+    assert missing.returncode == 1 and "no message 'nope'" in missing.stderr

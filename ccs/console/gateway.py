@@ -62,8 +62,10 @@ def run(config: str | None) -> None:
                                                    "%(message)s")
     sup = Supervisor(settings).start()
     admin = f", admin API {sup.admin.url}" if sup.admin else ""
+    from ccs.outbox import shown
+
     click.echo(f"ccs-gateway running: providers {', '.join(sup.providers)}, outbox "
-               f"{settings['outbox.path']}{admin}", err=True)
+               f"{shown(settings['outbox.path'])}{admin}", err=True)
     stop = Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
     gevent.signal_handler(signal.SIGINT, stop.set)
@@ -98,7 +100,7 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
 
     A bad line is reported on stderr with its number and skipped; the exit status is then 1."""
     from ccs.dispatcher import Dispatcher
-    from ccs.outbox import open_store
+    from ccs.outbox import open_store, shown
     from ccs.router import RouteError, Router
 
     settings = load_settings(config)
@@ -152,7 +154,7 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
             bar.render_finish()
         store.close()
     click.echo(f"enqueued {added} messages ({total - added} already in the outbox, {skipped} "
-               f"lines skipped) into {settings['outbox.path']}")
+               f"lines skipped) into {shown(settings['outbox.path'])}")
     if skipped:
         raise SystemExit(1)
 
@@ -183,7 +185,7 @@ def _size(f: IO[str]) -> int | None:
 @config_errors
 def status(config: str | None, message_id: str | None, as_json: bool) -> None:
     """One message's state and outcome, or the outbox's counts per state (read from the file)."""
-    from ccs.outbox import is_redis, open_store
+    from ccs.outbox import is_redis, open_store, shown
 
     settings = load_settings(config)
     path = settings["outbox.path"]
@@ -200,7 +202,7 @@ def status(config: str | None, message_id: str | None, as_json: bool) -> None:
         else:
             record = store.get(message_id)
             if record is None:
-                raise click.ClickException(f"no message {message_id!r} in {path}")
+                raise click.ClickException(f"no message {message_id!r} in {shown(path)}")
             out = record.as_json()
     finally:
         store.close()

@@ -12,6 +12,16 @@ def is_redis(path: str) -> bool:
     return path.startswith(("redis://", "rediss://"))
 
 
+def shown(path: str) -> str:
+    """The outbox path for messages: a redis:// URL's password replaced by ***."""
+    if is_redis(path) and "@" in path.split("/", 3)[2]:
+        scheme, rest = path.split("://", 1)
+        auth, host = rest.split("@", 1)
+        user = auth.split(":", 1)[0] if ":" in auth else ""
+        return f"{scheme}://{user}:***@{host}"
+    return path
+
+
 def open_store(path: str, sync: str = "normal", threadpool: bool = False,
                batch: int = 2000, **redis_options: Any) -> Store:
     """The store a path names: ':memory:' for MemoryStore, redis:// for RedisStore (options:
@@ -28,4 +38,4 @@ def open_store(path: str, sync: str = "normal", threadpool: bool = False,
 
 
 __all__ = ["Event", "Finish", "MemoryStore", "NewMessage", "Record", "Store", "is_redis",
-           "open_store"]
+           "open_store", "shown"]

@@ -43,6 +43,7 @@ from gevent import socket as gsocket
 
 from ccs.lease import Leases
 from ccs.outbox import redis_lua as lua
+from ccs.outbox import shown
 from ccs.outbox.base import STATES, Event, Finish, NewMessage, Record, Store, dumps
 from ccs.settings import ConfigError
 
@@ -69,7 +70,7 @@ def split_url(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     if parts.scheme != "redis":
         raise ConfigError("outbox.path", f"only redis:// URLs are supported (no TLS), got "
-                          f"{url!r}")
+                          f"{shown(url)!r}")
     query = parse_qsl(parts.query)
     prefix = dict(query).get("prefix", "ccs")
     rest = urlencode([(k, v) for k, v in query if k != "prefix"])
@@ -109,7 +110,8 @@ class RedisStore(Store):
         try:
             self.redis.ping()
         except redis.RedisError as exc:
-            raise ConfigError("outbox.path", f"cannot reach Redis at {self.url}: {exc}") from None
+            raise ConfigError("outbox.path", f"cannot reach Redis at {shown(self.url)}: {exc}"
+                              ) from None
         self.reclaim_idle = reclaim_idle
         self.heartbeat = heartbeat
         self.maxlen = stream_maxlen
