@@ -184,8 +184,16 @@ def test_ccs_pool_takes_leases_before_sessions(redis_url: str, pki: Any) -> None
             assert emu.authenticated_count() == 3 and sum(ready(c) for c in clients) == 3
             first = next(c for c in clients if ready(c) == 2)
             other = clients[1 - clients.index(first)]
+            leases = stores[0]._leases[0]
+            assert leases.in_use() == 3
+            emu.drop()  # every connection dies: the leases go back and are taken again
+            wait_until(lambda: sum(c.stats()["reconnects"] for c in clients) >= 3
+                       and sum(ready(c) for c in clients) == 3
+                       and emu.authenticated_count() == 3, what="sessions back")
+            assert leases.in_use() == 3 and emu.authenticated_count() == 3
             first.stop(timeout=1)  # its sessions close: their leases go back
             wait_until(lambda: ready(other) == 2, what="the other takes the freed lease")
+            assert leases.in_use() == 2
             assert other.send({"to": "t", "message_id": "x1"}).get(timeout=5).ok
         finally:
             for c in clients:
