@@ -51,6 +51,7 @@ class CcsConfig:
     max_retry_seconds: float = 3600.0
     zero_ttl_grace: float = 1.0
     drain_grace: float = 30.0
+    no_session_timeout: float = 0.0  # > 0: hand back never-sent messages after this long
     handler_concurrency: int = 100
     # Before each session: returns the callable that gives the lease back at its close, or
     # None when a budget shared with other processes is spent (ccs.lease); None: no budget.
@@ -74,6 +75,7 @@ class CcsConfig:
         "host": "CCS_HOST", "port": "CCS_PORT", "sender_id": "CCS_SENDER_ID",
         "server_key": "CCS_SERVER_KEY", "ca_file": "CCS_CA_FILE",
         "connections": "CCS_CONNECTIONS", "domain": "CCS_DOMAIN", "window": "CCS_WINDOW",
+        "no_session_timeout": "CCS_NO_SESSION_TIMEOUT",
     }
 
     @classmethod
@@ -85,11 +87,11 @@ class CcsConfig:
             raw = env.get(var)
             if raw is None or raw == "":
                 continue
-            if kinds[name] == "int":
+            if kinds[name] in ("int", "float"):
                 try:
-                    values[name] = int(raw)
+                    values[name] = int(raw) if kinds[name] == "int" else float(raw)
                 except ValueError:
-                    raise ConfigError(var, f"not a whole number: {raw!r}") from None
+                    raise ConfigError(var, f"not a number: {raw!r}") from None
             else:
                 values[name] = raw
         values.update(overrides)
@@ -112,6 +114,7 @@ class CcsClient(Provider):
         self._ready = Event()
         self._started_at: float | None = None
         self._sweeper: gevent.Greenlet | None = None
+        self._down_since: float | None = None  # since when no session has been usable
 
     def on_upstream(self, fn: Callable[[Upstream], Any]) -> None:
         """fn(Upstream) runs in a greenlet; the ack goes out after it returns, none if it raises."""
@@ -127,6 +130,7 @@ class CcsClient(Provider):
         if self._started_at is not None:
             return
         self._started_at = time.monotonic()
+        self._down_since = self._started_at
         self._pool.start()
         self._sweeper = gevent.spawn(self._sweep)
 
@@ -179,11 +183,16 @@ class CcsClient(Provider):
     def ready_changed(self) -> None:
         if self.healthy():
             self._ready.set()
+            self._down_since = None
         else:
             self._ready.clear()
+            if self._down_since is None:
+                self._down_since = time.monotonic()
 
     def _sweep(self) -> None:
+        limit = self.config.no_session_timeout
         while True:
-            gevent.sleep(1.0)
+            gevent.sleep(min(1.0, limit) if limit > 0 else 1.0)
             if self._pool.backlog and not self.healthy():
-                self._pool.sweep_backlog()
+                down = time.monotonic() - (self._down_since or time.monotonic())
+                self._pool.sweep_backlog(hand_back=limit > 0 and down >= limit)

@@ -21,7 +21,7 @@ from ccs.outbox.base import Finish, NewMessage, Record, Store
 from ccs.outcome import Listeners, Outcome, SendResult, Status
 from ccs.provider import Provider
 from ccs.providers import to_provider
-from ccs.router import CCS_SHAPED, RouteError, Router, remaining_ttl
+from ccs.router import CCS_SHAPED, FCM, RouteError, Router, remaining_ttl
 
 log = logging.getLogger(__name__)
 
@@ -177,11 +177,19 @@ class Dispatcher:
 
         return freed
 
+    def _send_on(self, target: str, r: Record) -> Outcome:
+        message = to_provider(target, remaining_ttl(r.payload, r.expires_at, self.clock()))
+        return self.providers[target].send(message).get()
+
     def _send(self, target: str, r: Record) -> None:
-        provider = self.providers[target]
         try:
-            message = to_provider(target, remaining_ttl(r.payload, r.expires_at, self.clock()))
-            outcome = provider.send(message).get()
+            outcome = self._send_on(target, r)
+            fallback = self.router.fallback
+            if (outcome.error == "NO_SESSION" and target == "ccs" and r.lane == FCM
+                    and fallback in self.providers):
+                # CCS went away with this message never sent: the fallback takes it.
+                target = fallback
+                outcome = self._send_on(target, r)
         except Exception as exc:  # a bad message (InvalidMessage) or a provider bug
             if not isinstance(exc, ValueError):
                 log.exception("provider %s failed on message %s", target, r.id)

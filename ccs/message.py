@@ -110,6 +110,18 @@ def payload_size(message: Mapping[str, Any]) -> int:
     return total
 
 
+# JSON goes out with ensure_ascii=False inside XML: a lone surrogate becomes a character
+# reference XML forbids, and U+FFFE/U+FFFF are not XML characters. Either makes CCS close the
+# stream, and a re-send would close the next one: refused here instead.
+_NOT_XML = re.compile("[\ud800-\udfff\ufffe\uffff]")
+
+
+def _check_text(path: str, value: str) -> None:
+    if not value.isascii() and _NOT_XML.search(value):
+        raise InvalidMessage(path, "holds a character XML cannot carry "
+                                   "(a lone surrogate, U+FFFE or U+FFFF)")
+
+
 def _check_data(data: Any) -> dict[str, str]:
     if not isinstance(data, Mapping):
         raise InvalidMessage("data", "must be a JSON object")
@@ -122,6 +134,9 @@ def _check_data(data: Any) -> dict[str, str]:
             raise InvalidMessage("data", "empty key")
         if not isinstance(v, str):
             raise InvalidMessage(f"data.{k}", "value must be a string (convert it first)")
+        if not (k.isascii() and v.isascii()):
+            _check_text(f"data.{_field_name(k)}", k)
+            _check_text(f"data.{_field_name(k)}", v)
     return data if type(data) is dict else dict(data)
 
 
@@ -136,6 +151,7 @@ def _check_loc_args(path: str, value: Any) -> None:
     for i, item in enumerate(value):
         if not isinstance(item, str):
             raise InvalidMessage(f"{path}[{i}]", "must be a string")
+        _check_text(f"{path}[{i}]", item)
 
 
 def _check_notification(note: Any) -> dict[str, Any]:
@@ -145,6 +161,7 @@ def _check_notification(note: Any) -> dict[str, Any]:
         if k in _STR_NOTIFICATION:
             if not isinstance(v, str):
                 raise InvalidMessage(f"notification.{k}", "must be a string")
+            _check_text(f"notification.{k}", v)
         elif k == "color":
             if not isinstance(v, str) or not _COLOR_RE.fullmatch(v):
                 raise InvalidMessage("notification.color", "must be #rrggbb")
@@ -153,6 +170,8 @@ def _check_notification(note: Any) -> dict[str, Any]:
             number = isinstance(v, int) and not isinstance(v, bool) and v >= 0
             if not (number or isinstance(v, str)):
                 raise InvalidMessage("notification.badge", "must be a string or an integer >= 0")
+            if isinstance(v, str):
+                _check_text("notification.badge", v)
         elif k == "body_loc_args" or k == "title_loc_args":
             _check_loc_args(f"notification.{k}", v)
         else:
@@ -198,6 +217,7 @@ def _check_string(name: str, value: Any, limit: int) -> str:
         raise InvalidMessage(name, "must be a non-empty string")
     if len(value) > limit:
         raise InvalidMessage(name, f"longer than {limit} characters")
+    _check_text(name, value)
     return value
 
 

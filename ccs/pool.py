@@ -75,7 +75,8 @@ class Pool:
         self.counters: dict[str, int] = dict.fromkeys(
             ("sent", "acked", "nacked", "retried", "resent_after_loss", "expired", "failed",
              "unknown", "upstream", "receipts", "duplicates_dropped", "unexpected_acks",
-             "reconnects", "auth_failures", "drains", "stanza_errors", "lease_waits"), 0)
+             "reconnects", "auth_failures", "drains", "stanza_errors", "sent_on_unusable",
+             "lease_waits"), 0)
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -179,6 +180,8 @@ class Pool:
     def _send_on(self, session: Session, entry: Entry) -> None:
         entry.attempts += 1
         self.counters["sent"] += 1
+        if not session.usable:  # a bug if it ever happens: counted so tests can see it
+            self.counters["sent_on_unusable"] += 1
         session.send_entry(entry)
 
     def _pump(self, session: Session) -> None:
@@ -200,13 +203,21 @@ class Pool:
 
         self.greenlets.add(gevent.spawn_later(max(0.0, delay), fire))
 
-    def sweep_backlog(self) -> None:
-        """Expire queued messages whose time has passed (while no session can take them)."""
+    def sweep_backlog(self, hand_back: bool = False) -> None:
+        """While no session can take them: expire queued messages whose time has passed, and
+        with `hand_back` give the rest back (FAILED NO_SESSION, retryable) so a gateway can
+        route them to its fallback. One sent before its connection died may then arrive twice
+        (at-least-once); its description says so."""
         now = time.monotonic()
         keep: deque[Entry] = deque()
         for entry in self.backlog:
             if now > entry.deadline:
                 self._final(entry, Status.EXPIRED, "EXPIRED", "time_to_live passed while queued")
+            elif hand_back:
+                self._final(entry, Status.FAILED, "NO_SESSION",
+                            "no CCS session could take it" if entry.attempts == 0 else
+                            "sent once, then its connection died and no session came back: "
+                            "CCS may have it", retryable=True)
             else:
                 keep.append(entry)
         self.backlog = keep
@@ -266,7 +277,7 @@ class Pool:
         if isinstance(msg, protocol.Ack):
             entry = session.window.pop(msg.message_id)
             if entry is None:
-                self.counters["unexpected_acks"] += 1
+                self._unexpected(session, "ack", msg.message_id)
                 return
             self.counters["acked"] += 1
             session.answered += 1
@@ -280,7 +291,7 @@ class Pool:
         elif isinstance(msg, protocol.Nack):
             entry = session.window.pop(msg.message_id)
             if entry is None:
-                self.counters["unexpected_acks"] += 1
+                self._unexpected(session, "nack", msg.message_id)
                 return
             self.counters["nacked"] += 1
             session.answered += 1
@@ -302,6 +313,11 @@ class Pool:
         else:
             log.warning("session %s: %s", session.id, msg.reason)
 
+    def _unexpected(self, session: Session, kind: str, message_id: str) -> None:
+        self.counters["unexpected_acks"] += 1
+        log.warning("session %s: %s for a message_id not in flight: %r", session.id, kind,
+                    message_id[:100])
+
     def on_stanza_error(self, session: Session, ev: StanzaError) -> None:
         self.counters["stanza_errors"] += 1
         mid = None
@@ -309,7 +325,7 @@ class Pool:
             try:
                 echoed = json.loads(ev.json)
                 mid = echoed.get("message_id") if isinstance(echoed, dict) else None
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deeply
                 pass
         entry = session.window.pop(mid) if isinstance(mid, str) else None
         if entry is None:

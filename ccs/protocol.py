@@ -86,6 +86,8 @@ def classify(text: str) -> Inbound:
         obj = json.loads(text)
     except ValueError as exc:
         return Malformed(f"invalid JSON: {exc}", text)
+    except RecursionError:  # json raises it for deeply nested arrays or objects
+        return Malformed("invalid JSON: nested too deeply", text)
     if not isinstance(obj, dict):
         return Malformed("JSON is not an object", text)
     kind = obj.get("message_type")

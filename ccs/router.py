@@ -52,6 +52,7 @@ class Router:
             return lane
         health = self._available()
         if health.get("ccs"):
+            self.grace_until = 0.0  # CCS has connected: from now on unhealthy means down
             return "ccs"
         if "ccs" in health and self.clock() < self.grace_until:
             return "ccs"  # starting up: give CCS its first connection before falling back

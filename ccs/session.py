@@ -112,6 +112,9 @@ class Session:
             # ValueError: the SSL socket was closed under a pending read (stop, ping timeout).
             reason = f"{type(exc).__name__}: {exc}"
             log.info("session %s connection lost: %s", self.id, reason)
+        except Exception as exc:  # a bug must close this session, not leave it half alive
+            reason = f"internal error: {type(exc).__name__}"
+            log.exception("session %s closing: %s", self.id, reason)
         finally:
             self._close(reason)
 

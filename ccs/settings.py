@@ -68,7 +68,8 @@ REGISTRY: tuple[Setting, ...] = (
     _s("ccs.sender_id", "CCS_SENDER_ID", "str", None, "sender id (project number)"),
     _s("ccs.server_key", "CCS_SERVER_KEY", "str", None, "server key (SASL password)",
        secret=True),
-    _s("ccs.ca_file", "CCS_CA_FILE", "path", None, "extra CA certificates to trust for CCS"),
+    _s("ccs.ca_file", "CCS_CA_FILE", "path", None,
+       "extra CA certificates (PEM) to trust, for every provider; TLS is always verified"),
     _s("ccs.connections", "CCS_CONNECTIONS", "int", 4, "CCS connections in the pool",
        minimum=1, maximum=1000),
     _s("ccs.domain", "CCS_DOMAIN", "str", "gcm.googleapis.com", "XMPP domain of the sender JID"),
@@ -77,6 +78,9 @@ REGISTRY: tuple[Setting, ...] = (
        minimum=1, maximum=1000),
     _s("ccs.window", "CCS_WINDOW", "int", 100, "unanswered messages per CCS session (the CCS "
        "limit is 100)", minimum=1, maximum=100),
+    _s("ccs.no_session_timeout", "CCS_NO_SESSION_TIMEOUT", "float", 10.0,
+       "seconds without a usable CCS session after which queued messages are handed back "
+       "(the gateway sends them through its fallback); 0 waits for CCS", minimum=0),
     # outbox
     _s("outbox.path", "CCS_OUTBOX", "str", "./ccs-outbox.sqlite",
        "SQLite outbox file (':memory:' keeps it in memory: nothing survives a restart), or a "

@@ -203,7 +203,9 @@ class XmppStream:
                     return events
         except ET.ParseError as exc:
             raise ProtocolViolation(f"invalid-xml: {exc}") from exc
-        if self._depth > 1:
+        if self._depth >= 1:
+            # counted from the stream's level too: an unfinished start tag or a run of text
+            # between stanzas is buffered by the parser just like a stanza's body
             self._pending_bytes += len(data)
             if self._pending_bytes > MAX_STANZA_BYTES:
                 raise ProtocolViolation("policy-violation: stanza too large")

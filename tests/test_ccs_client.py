@@ -179,6 +179,7 @@ def test_draining_fails_over_without_loss(emu):
     assert all(o.ok for o in outcomes)
     assert {o.message_id for o in outcomes} == {m["message_id"] for m in msgs}
     assert stats["drains"] >= 2
+    assert stats["sent_on_unusable"] == 0  # nothing went out on a draining session
     # No message was ever accepted twice, and every draining nack was re-sent elsewhere.
     acked = [s.payload["message_id"] for s in emu.record.acks]
     assert sorted(acked) == sorted(m["message_id"] for m in msgs)
@@ -311,3 +312,27 @@ def test_a_message_id_already_pending_is_refused(emu):
         # Once answered, the id may be used again (CCS asks for unique ids; we only refuse
         # what would confuse the pending window).
         assert client.send(build_message("c", message_id="same-id")).get(timeout=5).ok
+
+
+def test_queued_messages_are_handed_back_when_no_session_comes(emu):
+    with client_for(emu, no_session_timeout=0.3) as client:
+        assert client.wait_ready(5)
+        emu.set_faults(refuse_auth=True)
+        emu.drop()
+        wait_until(lambda: not client.healthy(), what="the session to go")
+        out = client.send(build_message("waiting")).get(timeout=5)
+    assert (out.status, out.error, out.retryable) == (Status.FAILED, "NO_SESSION", True)
+    assert out.attempts == 0
+
+
+def test_without_a_timeout_queued_messages_wait_for_ccs(emu):
+    with client_for(emu) as client:
+        assert client.wait_ready(5)
+        emu.set_faults(refuse_auth=True)
+        emu.drop()
+        wait_until(lambda: not client.healthy(), what="the session to go")
+        result = client.send(build_message("patient"))
+        wait_until(lambda: client.stats()["auth_failures"] >= 2, what="failed logins")
+        assert not result.ready()
+        emu.set_faults(refuse_auth=False)
+        assert result.get(timeout=5).ok

@@ -190,3 +190,25 @@ def test_https_webhook_is_verified(pki: Any) -> None:
     assert verify(SECRET, rx.requests[0][1], rx.requests[0][0][SIGNATURE_HEADER.lower()])
     trusted.stop()
     rx.server.stop()
+
+
+def test_records_stored_before_a_crash_reach_handlers_registered_before_start(
+        tmp_path: Path) -> None:
+    # A gateway stored an upstream message (and acked it to CCS), then died before handing
+    # it to the app: the record is in the file, not yet done.
+    path = str(tmp_path / "crash.sqlite")
+    dead = SqliteStore(path)
+    dead.add_event("upstream", "dev\x00u9", {"from": "dev", "message_id": "u9",
+                                             "category": "c", "data": {"k": "v"}}, 1.0)
+    dead.close()
+    sup = Supervisor(Settings.defaults().replace(admin__enabled=False),
+                     store=SqliteStore(path), providers={"ccs": LocalProvider("ccs")})
+    got: list[Any] = []
+    sup.upstream.add(got.append)  # before start(), as the README says
+    sup.start()
+    try:
+        wait_until(lambda: got, what="the stored record handed over")
+        assert [(r.kind, r.body["message_id"]) for r in got] == [("upstream", "u9")]
+    finally:
+        sup.stop()
+        sup.store.close()

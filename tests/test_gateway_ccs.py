@@ -289,3 +289,29 @@ def test_c2dm_lane_through_the_gateway_to_the_c2dm_emulator(pki: Any, tmp_path: 
                     "total_errors", "rate_limited_tokens", "token_age"} <= set(row)
         finally:
             sup.stop()
+
+
+def test_messages_held_by_a_ccs_client_that_lost_every_session_go_to_the_fallback(
+        emu: Any, pki: Any, tmp_path: Path) -> None:
+    from http_fallback.fcm.emulator import FcmEmulator
+
+    with FcmEmulator(pki, "proj-handback") as fcm:
+        s = ccs_settings(emu, tmp_path / "h.sqlite", gateway__providers=["ccs", "http"],
+                         ccs__no_session_timeout=0.3, fcm__credentials=fcm.credentials_file,
+                         fcm__url=fcm.url, fcm__iid_url=fcm.url)
+        sup = Supervisor(s).start()
+        try:
+            first = sup.enqueue({"to": "before"})
+            assert sup.result(first).get(timeout=10).via == "ccs"
+            # Hold acks so messages sit in the CCS client, then take CCS away entirely.
+            emu.set_faults(stall=True)
+            ids = sup.enqueue_many([{"to": f"t{i}"} for i in range(5)])
+            wait_until(lambda: sup.stats()["in_flight"] == 5, what="messages held by CCS")
+            emu.set_faults(stall=False, refuse_auth=True)
+            emu.drop()
+            outcomes = [sup.result(i).get(timeout=10) for i in ids]
+        finally:
+            sup.stop()
+    assert [(o.status, o.via) for o in outcomes] == [(Status.OK, "http")] * 5
+    assert {x.target for x in fcm.seen if x.path.endswith("messages:send")} == {
+        f"t{i}" for i in range(5)}

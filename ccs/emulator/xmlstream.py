@@ -89,7 +89,8 @@ class StreamParser:
             raise
         except expat.ExpatError as exc:
             raise XmlStreamError("invalid-xml", str(exc)) from None
-        if self._depth >= 2 and self._fed - self._stanza_start > self.max_stanza:
+        # from the stream's level too: expat buffers an unfinished start tag whole
+        if self._depth >= 1 and self._fed - self._stanza_start > self.max_stanza:
             raise XmlStreamError("policy-violation", f"stanza larger than {self.max_stanza} bytes")
         events, self._events = self._events, []
         return events
@@ -102,6 +103,7 @@ class StreamParser:
             if name != STREAM_NS + " stream":
                 raise XmlStreamError("invalid-namespace", f"root element {name!r} is not a stream")
             self._events.append(StreamOpened({_qname(k): v for k, v in attrs.items()}))
+            self._stanza_start = self._parser.CurrentByteIndex
             return
         if attrs and any(" " in k for k in attrs):
             attrs = {_qname(k): v for k, v in attrs.items()}
@@ -125,6 +127,7 @@ class StreamParser:
             if self._parser.CurrentByteIndex - self._stanza_start > self.max_stanza:
                 raise XmlStreamError("policy-violation",
                                      f"stanza larger than {self.max_stanza} bytes")
+            self._stanza_start = self._parser.CurrentByteIndex
             self._events.append(StanzaReceived(el))
 
     def _chars(self, data: str) -> None:

@@ -40,8 +40,10 @@ class ApnsClient(Provider):
                     key = f.read()
             signer = TokenSigner(key, config.key_id, config.team_id)  # type: ignore[arg-type]
         else:
-            raise ValueError("ApnsConfig: give a signing key (key_file, key_id, team_id) "
-                             "or a certificate (cert_file, cert_data, pfx_file)")
+            raise ValueError("ApnsConfig: give a signing key (key_file, key_id, team_id; "
+                             "CCS_APNS_KEY_FILE, CCS_APNS_KEY_ID, CCS_APNS_TEAM_ID) or a "
+                             "certificate (cert_file, cert_data, pfx_file; CCS_APNS_CERT + "
+                             "CCS_APNS_CERT_KEY, or CCS_APNS_PFX)")
         self.pool = ApnsPool(config, context, signer, self.events, self.token_events, clock)
         self._started = False
 

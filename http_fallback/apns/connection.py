@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _MAX_STREAMS = SettingCodes.MAX_CONCURRENT_STREAMS
+MAX_REPLY_BYTES = 64 * 1024  # kept of one reply body
 
 
 class ApnsConnection:
@@ -218,6 +219,9 @@ class ApnsConnection:
                     return
         except (OSError, ssl.SSLError, ProtocolError) as e:
             self.close(f"read failed: {e}", failed=True, goaway=False)
+        except Exception as e:  # a dead reader with the connection left open would hang it
+            log.exception("APNs connection %d: reader failed", self.number)
+            self.close(f"read failed: {type(e).__name__}", failed=True, goaway=False)
 
     def _on_events(self, events: list[Any]) -> list[tuple[Request, Reply | int]]:
         """Runs under the channel lock: update stream state, collect finished streams."""
@@ -234,8 +238,9 @@ class ApnsConnection:
                 if e.flow_controlled_length:
                     conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
                 req = streams.get(e.stream_id)
-                if req is not None:
-                    req.r_body += e.data
+                if req is not None and len(req.r_body) < MAX_REPLY_BYTES:
+                    # APNs replies are a few dozen bytes of JSON; more is read and dropped
+                    req.r_body += e.data[:MAX_REPLY_BYTES - len(req.r_body)]
             elif t is ev.StreamEnded:
                 req = streams.pop(e.stream_id, None)
                 if req is not None:
@@ -273,7 +278,7 @@ class ApnsConnection:
         hmap: dict[bytes, bytes] = {}
         for k, v in headers:
             if k == b":status":
-                status = int(v)
+                status = int(v) if v.isdigit() and len(v) == 3 else 0
             else:
                 hmap[k] = v
         return parse_reply(status, hmap, req.r_body)

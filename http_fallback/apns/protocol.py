@@ -91,6 +91,8 @@ def topic_for(bundle: str, push_type: PushType) -> str:
 def check_token(token: str | None) -> str:
     if not token:
         raise NotificationError("device", "missing device token")
+    if not isinstance(token, str):
+        raise NotificationError("device", "must be a string of hex digits")
     token = token.replace(" ", "").replace("<", "").replace(">", "")
     if not _HEX.match(token) or len(token) % 2 or not 32 <= len(token) <= 200:
         raise NotificationError("device", "must be an even number (32-200) of hex digits")
@@ -109,7 +111,7 @@ def prepare(n: Notification, default_topic: str | None) -> Prepared:
     bundle = n.topic or default_topic
     if not bundle:
         raise NotificationError("topic", "no topic (bundle id) given and no default configured")
-    if not _TOPIC.match(bundle):
+    if not isinstance(bundle, str) or not _TOPIC.match(bundle):
         raise NotificationError("topic", "a bundle id is letters, digits, '.', '-' and '_'")
     priority = n.priority if n.priority is not None else (
         5 if push_type is PushType.BACKGROUND else 10)
@@ -120,7 +122,7 @@ def prepare(n: Notification, default_topic: str | None) -> Prepared:
     if isinstance(n.badge, bool) or (n.badge is not None and not isinstance(n.badge, int)):
         raise NotificationError("badge", "must be an integer")
     apns_id = n.apns_id or str(uuid.uuid4())
-    if not _UUID.match(apns_id):
+    if not isinstance(apns_id, str) or not _UUID.match(apns_id):
         raise NotificationError("apns_id", "must be a lowercase UUID")
     try:
         body = encode_payload(n.to_payload())
@@ -143,6 +145,8 @@ def prepare(n: Notification, default_topic: str | None) -> Prepared:
             raise NotificationError("expiry", "must be epoch seconds (0 = do not store)")
         headers.append((b"apns-expiration", str(n.expiry).encode()))
     if n.collapse_id is not None:
+        if not isinstance(n.collapse_id, str):
+            raise NotificationError("collapse_id", "must be a string")
         cid = n.collapse_id.encode("utf-8")
         if not cid or len(cid) > MAX_COLLAPSE_ID or _CONTROL.search(n.collapse_id):
             raise NotificationError(
@@ -170,24 +174,42 @@ def parse_reply(status: int, headers: dict[bytes, bytes], body: bytes) -> Reply:
     sid = apns_id.decode("ascii", "replace") if apns_id else None
     if status == 200:
         return Reply(200, sid)
-    reason, ts = None, None
+    doc = _json_object(body)
+    reason = doc.get("reason")
+    reason = reason if isinstance(reason, str) and reason else None
+    return Reply(status, sid, reason or f"HTTP{status}", _timestamp_ms(doc.get("timestamp")))
+
+
+# the latest instant a datetime can hold (9999-12-31), in milliseconds
+MAX_TIMESTAMP_MS = 253402300799999
+
+
+def _timestamp_ms(raw: Any) -> int | None:
+    """Milliseconds since the epoch from an integer (or integer string); None if unusable."""
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 15:
+        raw = int(raw)
+    elif isinstance(raw, float) and raw.is_integer() and 0 <= raw <= MAX_TIMESTAMP_MS:
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= MAX_TIMESTAMP_MS:
+        return None
+    return raw
+
+
+def _json_object(data: bytes | None) -> dict[str, Any]:
+    """`data` parsed as a JSON object, else an empty dict (never raises)."""
+    if not data:
+        return {}
     try:
-        doc = json.loads(body) if body else {}
-        reason = doc.get("reason") if isinstance(doc, dict) else None
-        raw_ts = doc.get("timestamp") if isinstance(doc, dict) else None
-        ts = int(raw_ts) if raw_ts is not None else None
-    except (ValueError, TypeError):
-        pass
-    return Reply(status, sid, reason or f"HTTP{status}", ts)
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def goaway_reason(debug: bytes | None) -> str | None:
     """The `reason` in a GOAWAY's debug data, when it carries the JSON APNs sends."""
-    try:
-        doc = json.loads(debug) if debug else None
-    except ValueError:
-        return None
-    return doc.get("reason") if isinstance(doc, dict) else None
+    reason = _json_object(debug).get("reason")
+    return reason[:200] if isinstance(reason, str) and reason else None
 
 
 def backoff(attempt: int, base: float, cap: float, rnd: random.Random | None = None) -> float:

@@ -196,9 +196,11 @@ class C2dmClient(Provider):
 
     def _resolve(self, result: SendResult, msg: C2dmMessage, status: Status, error: str | None,
                  *, retryable: bool = False, attempts: int = 1, description: str | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
-        result.resolve(Outcome(status, self.name, msg.registration_id, msg.id, error, description,
-                               retryable, None, attempts, extra or {}))
+                 extra: dict[str, Any] | None = None, message_id: str | None = None) -> None:
+        # message_id: the service's id when it gave one (`id=`), else ours.
+        result.resolve(Outcome(status, self.name, msg.registration_id, message_id or msg.id,
+                               error, description, retryable, None, attempts,
+                               {"id": msg.id, **(extra or {})}))
 
     def _worker(self) -> None:
         while True:
@@ -226,7 +228,8 @@ class C2dmClient(Provider):
                 if answer.action is Action.SENT:
                     self.messages_sent += 1
                     self._resolve(result, msg, Status.OK, None, attempts=attempts,
-                                  extra={"provider_message_id": answer.message_id})
+                                  extra={"provider_message_id": answer.message_id},
+                                  message_id=answer.message_id)
                     return
                 self.total_errors += 1
                 if answer.action in (Action.REAUTH, Action.BACKOFF):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 from dataclasses import dataclass
 from enum import StrEnum
@@ -14,6 +15,8 @@ from http_fallback.retry_policy import parse_retry_after
 FORM_TYPE = "application/x-www-form-urlencoded;charset=UTF-8"
 SERVICE = "ac2dm"
 ACCOUNT_TYPE = "HOSTED_OR_GOOGLE"
+# an Auth token goes into our Authorization header: visible ASCII only (no CR, LF, NUL, space)
+_HEADER_SAFE = re.compile(r"[!-~]{1,4096}")
 
 
 def encode_login(email: str, password: str, source: str) -> bytes:
@@ -38,8 +41,9 @@ def _lines(body: bytes) -> dict[str, str]:
 def parse_login(status: int, body: bytes) -> LoginAnswer:
     """200 with SID=, LSID=, Auth= lines; 403 with Error=BadAuthentication (or another code)."""
     lines = _lines(body)
-    if status == 200 and lines.get("Auth"):
-        return LoginAnswer(lines["Auth"])
+    auth = lines.get("Auth")
+    if status == 200 and auth and _HEADER_SAFE.fullmatch(auth):
+        return LoginAnswer(auth)
     return LoginAnswer(None, lines.get("Error") or f"HTTP {status}")
 
 
@@ -106,7 +110,9 @@ class SendAnswer:
 def parse_send(status: int, body: bytes, *, retry_after: str | None = None,
                update_client_auth: str | None = None, now: float = 0.0) -> SendAnswer:
     """Judge one send answer: status, body lines, Retry-After and Update-Client-Auth headers."""
-    new_auth = update_client_auth or None
+    # it goes into our Authorization header: visible ASCII only, else it is ignored
+    new_auth = (update_client_auth if update_client_auth
+                and _HEADER_SAFE.fullmatch(update_client_auth) else None)
     if status == 401:
         return SendAnswer(Action.REAUTH, error="Unauthorized", status=status)
     if status == 503 or 500 <= status <= 599:

@@ -170,7 +170,7 @@ class TokenSource:
             try:
                 answer = response.json()
                 reason = f"{answer.get('error')}: {answer.get('error_description', '')}"
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 reason = f"HTTP {response.status}"
             raise AuthError(f"token endpoint refused the assertion ({reason})",
                             response.status >= 500 or response.status == 429)

@@ -272,8 +272,13 @@ class FcmClient(Provider):
         if response.status == 200:
             try:
                 name = protocol.parse_name(response.body)
-            except ValueError:
-                name = None
+            except ValueError as e:
+                # FCM always names the message; a 200 without one came from something else
+                # (a proxy, a captive portal): whether FCM took the message is unknown
+                log.warning("FCM answered 200 without a message name: %s", e)
+                self._finish(job, Status.UNKNOWN, error="BAD_RESPONSE", description=str(e),
+                             http_status=200)
+                return
             self._finish(job, Status.OK, message_id=name)
             return
         info = protocol.parse_error(response.status, response.body,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -15,6 +16,8 @@ SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
+# a token goes into an Authorization header: visible ASCII only (no CR, LF, NUL or spaces)
+_HEADER_SAFE = re.compile(r"[!-~]{1,4096}")
 TOKEN_FIELD_RE = re.compile(r"^message\.token$|registration.?token", re.IGNORECASE)
 
 # errorCode (or gRPC status when no errorCode came) for an HTTP status without a JSON body
@@ -60,19 +63,38 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:  # "inf" and "nan" parse as floats; neither is a delay
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return max(0.0, when.timestamp() - now)
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _json_object(body: bytes, what: str) -> dict[str, Any]:
+    """The body as a JSON object; ValueError (naming `what`) for anything else."""
+    try:
+        doc = json.loads(body)
+    except RecursionError:
+        raise ValueError(f"{what} is not JSON: nested too deeply") from None
+    except ValueError as e:
+        raise ValueError(f"{what} is not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    return doc
+
+
 def parse_name(body: bytes) -> str:
     """The message name of a success answer; ValueError when the body is not one."""
-    name = json.loads(body).get("name")
+    name = _json_object(body, "success answer").get("name")
     if not isinstance(name, str):
         raise ValueError("success answer without a message name")
     return name
@@ -86,21 +108,21 @@ def parse_error(http_status: int, body: bytes, retry_after: str | None,
         err = json.loads(body)["error"]
         if not isinstance(err, dict):
             raise TypeError
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError):
         code = STATUS_FALLBACK.get(http_status) or (
             "UNAVAILABLE" if http_status >= 500 else f"HTTP_{http_status}")
         return FcmErrorInfo(http_status, code, retry_after=wait)
     status = err.get("status") if isinstance(err.get("status"), str) else None
     error_code = None
     violations: list[tuple[str, str]] = []
-    for detail in err.get("details") or ():
+    for detail in _list(err.get("details")):
         if not isinstance(detail, dict):
             continue
         kind = detail.get("@type")
         if kind == FCM_ERROR_TYPE and isinstance(detail.get("errorCode"), str):
             error_code = detail["errorCode"]
         elif kind == BAD_REQUEST_TYPE:
-            for v in detail.get("fieldViolations") or ():
+            for v in _list(detail.get("fieldViolations")):
                 if isinstance(v, dict):
                     violations.append((str(v.get("field", "")), str(v.get("description", ""))))
     code = error_code or status or STATUS_FALLBACK.get(http_status) or f"HTTP_{http_status}"
@@ -195,10 +217,12 @@ class AccessToken:
 def parse_token_answer(body: bytes, now: float, margin: float) -> AccessToken:
     """An access token from the token endpoint's JSON; refresh `margin` seconds early
     (at most half the lifetime, so short test lifetimes still get used)."""
-    answer = json.loads(body)
+    answer = _json_object(body, "token answer")
     token = answer.get("access_token")
     expires_in = answer.get("expires_in", 3600)
-    if not isinstance(token, str) or not token or not isinstance(expires_in, (int, float)):
+    if (not isinstance(token, str) or not _HEADER_SAFE.fullmatch(token)
+            or isinstance(expires_in, bool)
+            or not isinstance(expires_in, (int, float)) or not 0 < expires_in < 10**9):
         raise ValueError("token answer without access_token/expires_in")
     return AccessToken(token, now + expires_in, now + expires_in - min(margin, expires_in / 2))
 
@@ -210,7 +234,14 @@ def topic_body(topic: str, tokens: list[str]) -> bytes:
 
 def parse_topic_results(body: bytes, count: int) -> list[str | None]:
     """Per-token error codes (None = done) of a batchAdd/batchRemove answer, in order."""
-    results = json.loads(body).get("results")
+    results = _json_object(body, "topic answer").get("results")
     if not isinstance(results, list) or len(results) != count:
         raise ValueError("topic answer has the wrong number of results")
-    return [r.get("error") if isinstance(r, dict) else "UNKNOWN" for r in results]
+    return [_topic_error(r) for r in results]
+
+
+def _topic_error(result: Any) -> str | None:
+    if not isinstance(result, dict):
+        return "UNKNOWN"
+    error = result.get("error")
+    return error if error is None or isinstance(error, str) else "UNKNOWN"

@@ -197,10 +197,13 @@ class LegacyClient(Provider):
 
     def _finish(self, message: LegacyMessage, token: str, result: SendResult,
                 verdict: protocol.Verdict, attempts: int) -> None:
-        extra = dict(verdict.extra)
+        extra = dict(verdict.extra, id=message.id)
         if verdict.message_id is not None:
             extra["provider_message_id"] = verdict.message_id
-        outcome = Outcome(verdict.status, self.name, token, message.id, verdict.error,
+        # message_id is the service's id when it gave one (the console's result contract);
+        # extra keeps both.
+        outcome = Outcome(verdict.status, self.name, token, verdict.message_id or message.id,
+                          verdict.error,
                           verdict.description, verdict.retryable, verdict.canonical_id,
                           attempts, extra)
         self._counts[str(verdict.status)] = self._counts.get(str(verdict.status), 0) + 1

@@ -135,7 +135,7 @@ def _parse_plain(msg: LegacyMessage, body: bytes) -> Answer:
 def _parse_json(msg: LegacyMessage, body: bytes) -> Answer:
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     if not isinstance(doc, dict):
         return Answer(AnswerKind.UNEXPECTED, 200, description=f"not a JSON object: {_text(body)!r}")
@@ -153,10 +153,22 @@ def _parse_json(msg: LegacyMessage, body: bytes) -> Answer:
         return Answer(AnswerKind.TOPIC, 200, (TokenResult(
             msg.target, _str(doc.get("message_id")), error=_str(doc.get("error"))),))
     if "success" in doc and "failure" in doc:
+        success, failure = _count(doc.get("success")), _count(doc.get("failure"))
+        failed_ids = doc.get("failed_registration_ids") or []
+        if success is None or failure is None or not isinstance(failed_ids, list) \
+                or not all(isinstance(t, str) for t in failed_ids):
+            return Answer(AnswerKind.UNEXPECTED, 200,
+                          description=f"bad device group answer: {_text(body)!r}")
         return Answer(AnswerKind.GROUP, 200, group={
-            "success": doc.get("success"), "failure": doc.get("failure"),
-            "failed_registration_ids": list(doc.get("failed_registration_ids") or [])})
+            "success": success, "failure": failure, "failed_registration_ids": failed_ids})
     return Answer(AnswerKind.UNEXPECTED, 200, description=f"unknown answer shape: {_text(body)!r}")
+
+
+def _count(value: Any) -> int | None:
+    """A non-negative JSON integer, else None."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
 
 
 def _str(value: Any) -> str | None:
@@ -181,7 +193,11 @@ def judge(answer: Answer, count: int) -> list[Verdict]:
     """One verdict per target of the request, in request order (`count` targets)."""
     kind = answer.kind
     if kind in (AnswerKind.RESULTS, AnswerKind.TOPIC):
-        return [judge_result(r) for r in answer.results]
+        if len(answer.results) == count:
+            return [judge_result(r) for r in answer.results]
+        # e.g. a single-target answer shape to a multicast: nothing lines up with the ids
+        return [Verdict(Status.UNKNOWN, "UnexpectedAnswer", description=(
+            f"{len(answer.results)} results for {count} targets"))] * count
     if kind is AnswerKind.GROUP:
         return [_judge_group(answer.group)] * count
     if kind is AnswerKind.AUTH:

@@ -5,6 +5,7 @@ Thin on purpose: the protocol above decides what to send and what events mean.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -12,9 +13,20 @@ from gevent import socket, ssl
 from gevent.lock import Semaphore
 from h2.config import H2Configuration
 from h2.connection import H2Connection
+from h2.exceptions import FrameTooLargeError
 from hpack import Encoder
 
 T = TypeVar("T")
+
+
+def _no_debug(record: logging.LogRecord) -> bool:
+    return record.levelno > logging.DEBUG
+
+
+# hpack logs whole encoded and decoded header blocks at DEBUG: the APNs JWT (`authorization`)
+# would reach any application that logs everything at DEBUG. Its DEBUG records are dropped.
+for _name in ("hpack.hpack", "hpack.table"):
+    logging.getLogger(_name).addFilter(_no_debug)
 
 
 class TransportError(OSError):
@@ -90,6 +102,40 @@ def client_config() -> H2Configuration:
                            validate_outbound_headers=False, normalize_outbound_headers=False)
 
 
+class FrameLengthGuard:
+    """Checks each inbound frame's length as soon as its 9-byte header arrives.
+
+    h2 checks it only once the whole frame is buffered, so a bogus length (up to 16 MiB) from a
+    broken peer would stall the connection until that many bytes came or a deadline passed.
+    """
+
+    __slots__ = ("_head", "_skip")
+
+    def __init__(self) -> None:
+        self._head = b""  # a frame header split across reads
+        self._skip = 0  # body bytes of the current frame still to come
+
+    def check(self, data: bytes, limit: int) -> None:
+        """Raise FrameTooLargeError when a frame header in `data` exceeds `limit`."""
+        i, n = 0, len(data)
+        while i < n:
+            if self._skip:
+                step = min(self._skip, n - i)
+                self._skip -= step
+                i += step
+                continue
+            part = data[i:i + 9 - len(self._head)]
+            self._head += part
+            i += len(part)
+            if len(self._head) < 9:
+                return
+            length = int.from_bytes(self._head[:3], "big")
+            self._head = b""
+            if length > limit:
+                raise FrameTooLargeError(f"frame of {length} bytes exceeds the {limit}-byte limit")
+            self._skip = length
+
+
 class H2Channel:
     """An H2Connection and its socket; every use of the state goes through `exchange`/`feed`."""
 
@@ -97,6 +143,7 @@ class H2Channel:
         self.sock = sock
         self.conn = FastH2Connection(config, huffman=huffman)
         self.lock = Semaphore()
+        self.guard = FrameLengthGuard()
 
     def exchange(self, fn: Callable[[H2Connection], T]) -> T:
         """Run fn on the h2 state and send what it produced, all under the lock."""
@@ -110,6 +157,7 @@ class H2Channel:
     def feed(self, data: bytes, handle: Callable[[list[Any]], T]) -> T:
         """Hand received bytes to h2, let `handle` see the events, send any replies."""
         with self.lock:
+            self.guard.check(data, self.conn.max_inbound_frame_size)
             result = handle(self.conn.receive_data(data))
             out = self.conn.data_to_send()
             if out:

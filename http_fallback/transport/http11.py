@@ -299,10 +299,9 @@ class HttpPool:
         if "chunked" in headers.get("transfer-encoding", "").lower():
             return HttpResponse(status, headers, self._read_chunked(conn)), keep
         if "content-length" in headers:
-            try:
-                length = int(headers["content-length"])
-            except ValueError:
-                length = -1
+            text = headers["content-length"]
+            # digits only: int() would also take "+5", " 5", "5_0" and other scripts' digits
+            length = int(text) if text.isascii() and text.isdigit() and len(text) < 20 else -1
             if length < 0:
                 raise HttpError("malformed", f"bad Content-Length from {self.origin}",
                                 response_started=True)
@@ -311,7 +310,10 @@ class HttpPool:
 
     def _status_line(self, line: str) -> tuple[str, int]:
         parts = line.split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        code = parts[1] if len(parts) > 1 else ""
+        # three ASCII digits (str.isdigit alone passes "²", which int() refuses)
+        if not parts[0].startswith("HTTP/1.") or len(code) != 3 or not code.isascii() \
+                or not code.isdigit():
             raise HttpError("malformed", f"bad status line from {self.origin}",
                             response_started=True)
         return parts[0], int(parts[1])
@@ -345,11 +347,11 @@ class HttpPool:
         body = bytearray()
         while True:
             size_text = self._read_line(conn).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
+            # hex digits only: int(x, 16) also takes "-5", "0x5" and "5_0"
+            if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):
                 raise HttpError("malformed", f"bad chunk size from {self.origin}",
-                                response_started=True) from None
+                                response_started=True)
+            size = int(size_text, 16)
             if size == 0:
                 while self._read_line(conn):  # trailers, up to the empty line
                     pass

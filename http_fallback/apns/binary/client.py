@@ -8,6 +8,7 @@ names as FAILED and everything written after it is sent again on a new connectio
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections import deque
 from typing import Any
@@ -36,6 +37,7 @@ from http_fallback.apns.protocol import backoff, encode_payload
 from http_fallback.transport.h2conn import TransportError, open_tls
 
 VIA = "apns-binary"
+log = logging.getLogger(__name__)
 
 
 def _context(config: ApnsConfig) -> ssl.SSLContext:
@@ -194,9 +196,14 @@ class BinaryClient:
                 buf += data
         except OSError:
             pass
+        reason = "closed by gateway"
         if len(buf) >= ERROR_SIZE:
-            self._on_error(*parse_error(buf))
-        self.disconnected.emit("closed by gateway")
+            try:
+                self._on_error(*parse_error(buf))
+            except FrameError as e:  # not an error response: the stream cannot be trusted
+                reason = f"unreadable answer from gateway: {e}"
+                log.warning("APNs binary: %s", reason)
+        self.disconnected.emit(reason)
         closed.set()
 
     def _on_error(self, status: int, ident: int) -> None:

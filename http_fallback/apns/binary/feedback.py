@@ -12,7 +12,7 @@ import gevent
 from gevent import ssl
 from gevent.pool import Group
 
-from http_fallback.apns.binary.frames import parse_feedback
+from http_fallback.apns.binary.frames import FrameError, parse_feedback
 from http_fallback.apns.config import ApnsConfig
 from http_fallback.transport.h2conn import TransportError, open_tls
 
@@ -58,7 +58,11 @@ class Feedback:
             self.last_error = str(e) or "timeout"
         finally:
             sock.close()
-        tuples, _ = parse_feedback(data)
+        try:
+            tuples, _ = parse_feedback(data)
+        except FrameError as e:
+            self.last_error = str(e)
+            return []
         devices = [(ts, token.hex()) for ts, token in tuples]
         if self.callback is not None:
             if self.batch:

@@ -78,10 +78,12 @@ def encode_error(status: int, identifier: int) -> bytes:
 
 
 def parse_error(data: bytes) -> tuple[int, int]:
-    """(status, identifier) from a 6-byte error response."""
+    """(status, identifier) from a 6-byte error response; FrameError for anything else."""
+    if len(data) < ERROR_SIZE:
+        raise FrameError("error response", f"{len(data)} bytes, expected {ERROR_SIZE}")
     command, status, identifier = struct.unpack(">BBI", data[:ERROR_SIZE])
     if command != 8:
-        raise ValueError(f"not an error response (command {command})")
+        raise FrameError("error response", f"command {command}, expected 8")
     return status, identifier
 
 
@@ -90,12 +92,15 @@ def encode_feedback(timestamp: int, token: bytes | str) -> bytes:
 
 
 def parse_feedback(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
-    """Whole 38-byte tuples (time, token) and the bytes left over."""
+    """Whole 38-byte tuples (time, token) and the bytes left over. A token length other
+    than 32 means the stream is out of step: FrameError."""
     out = []
     end = len(data) - len(data) % FEEDBACK_SIZE
     for i in range(0, end, FEEDBACK_SIZE):
         ts, size = struct.unpack_from(">IH", data, i)
-        out.append((ts, data[i + 6:i + 6 + size]))
+        if size != TOKEN_SIZE:
+            raise FrameError("feedback", f"token length {size} in tuple {i // FEEDBACK_SIZE}")
+        out.append((ts, data[i + 6:i + FEEDBACK_SIZE]))
     return out, data[end:]
 
 
@@ -157,7 +162,11 @@ class FrameReader:
             items: dict[int, bytes] = {}
             i = 5
             while i < 5 + size:
+                if i + 3 > 5 + size:
+                    raise FrameError("frame", "item header runs past the frame")
                 item, ilen = struct.unpack_from(">BH", b, i)
+                if i + 3 + ilen > 5 + size:
+                    raise FrameError("frame", f"item {item} runs past the frame")
                 items[item] = b[i + 3:i + 3 + ilen]
                 i += 3 + ilen
             return Frame(2, items.get(ITEM_TOKEN, b""), items.get(ITEM_PAYLOAD, b""),
