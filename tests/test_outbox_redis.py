@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from typing import Any
@@ -276,3 +277,32 @@ def test_console_enqueue_and_status_against_redis(redis_url: str) -> None:
     assert counts["depth"] == 3 and counts["gateways"] == []  # enqueue is not a gateway
     missing = run_ccs(["status", "nope"], env=env)
     assert missing.returncode == 1 and "no message 'nope'" in missing.stderr
+
+
+def test_ccs_tail_follows_the_shared_streams(redis_url: str) -> None:
+    import sys
+
+    from gevent import subprocess
+
+    from tests.helpers import ROOT, ccs_env
+
+    store = RedisStore(redis_url)
+    seq, _ = store.add_event("upstream", "dev\x00u1", {"from": "dev", "data": {"a": "1"}}, 1.0)
+    (kind, data), = list(itertools.islice(store.tail(["upstream"], start="0-0"), 1))
+    assert kind == "upstream" and data["seq"] == str(seq) and data["from"] == "dev"
+    proc = subprocess.Popen([sys.executable, "-m", "ccs", "tail", "--kinds", "outcome,token"],
+                            env=ccs_env({"CCS_OUTBOX": redis_url}), cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = gevent.spawn(lambda: lines.append(proc.stdout.readline()))  # type: ignore
+    try:
+        # `ccs tail` starts at the streams' ends: publish until its first line arrives
+        wait_until(lambda: bool(store.publish("token", {"token": "dead", "kind": "invalid"}))
+                   or bool(lines), timeout=20, what="a line from ccs tail")
+        line = json.loads(lines[0])
+        assert line["event"] == "token" and line["token"] == "dead"
+    finally:
+        proc.terminate()
+        proc.wait()
+        reader.kill()
+        store.close()
