@@ -101,6 +101,9 @@ REGISTRY: tuple[Setting, ...] = (
     _s("outbox.stream_maxlen", "CCS_OUTBOX_STREAM_MAXLEN", "int", 1_000_000,
        "Redis outbox: entries kept (about) in each public stream (outcome, upstream, receipt, "
        "token)", minimum=1),
+    _s("outbox.record_ttl", "CCS_OUTBOX_RECORD_TTL", "float", 0.0,
+       "Redis outbox: seconds a finished message's record is kept for `ccs status` (0: for ever, "
+       "as in SQLite)", minimum=0),
     # admin API
     _s("admin.enabled", "CCS_ADMIN_ENABLED", "bool", True, "serve the admin API on 127.0.0.1"),
     _s("admin.port", "CCS_ADMIN_PORT", "int", 8470, "admin API port (0: ephemeral)", **PORT),

@@ -318,7 +318,7 @@ class Supervisor:
 
 def redis_options(s: Settings) -> dict[str, Any]:
     return {"reclaim_idle": s["outbox.reclaim_idle"], "heartbeat": s["outbox.heartbeat"],
-            "stream_maxlen": s["outbox.stream_maxlen"]}
+            "stream_maxlen": s["outbox.stream_maxlen"], "record_ttl": s["outbox.record_ttl"]}
 
 
 def _safe_stats(p: Provider) -> dict[str, Any]:

@@ -71,6 +71,18 @@ def test_two_consumers_share_a_lane_without_overlap(redis_url: str) -> None:
     b.close()
 
 
+def test_finished_records_expire_after_record_ttl(redis_url: str) -> None:
+    store = RedisStore(redis_url, record_ttl=30.0)
+    store.add([msg(1), msg(2), NewMessage("m3", "fcm", {"to": "t"}, "t", expires_at=1.5)], 1.0)
+    claimed, expired = store.claim("fcm", 10, now=2.0)
+    assert [r.id for r in expired] == ["m3"]
+    store.finish([ok("m1")], now=3.0)
+    ttl = {i: store.redis.pttl(f"{store.p}m:{i}") for i in ("m1", "m2", "m3")}
+    assert 0 < ttl["m1"] <= 30_000 and 0 < ttl["m3"] <= 30_000
+    assert ttl["m2"] == -1  # in flight: kept until it has an outcome
+    store.close()
+
+
 def test_xautoclaim_takes_over_from_a_silent_consumer(redis_url: str) -> None:
     dead = RedisStore(redis_url, name="dead", reclaim_idle=0.2, heartbeat=0.05)
     dead.add([msg(i) for i in range(10)], now=1.0)

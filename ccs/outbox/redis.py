@@ -99,7 +99,8 @@ def _record(id: str, values: Sequence[Any]) -> Record:
 
 class RedisStore(Store):
     def __init__(self, url: str, *, reclaim_idle: float = 30.0, heartbeat: float = 5.0,
-                 stream_maxlen: int = 1_000_000, name: str | None = None) -> None:
+                 stream_maxlen: int = 1_000_000, record_ttl: float = 0.0,
+                 name: str | None = None) -> None:
         if reclaim_idle < 2 * heartbeat:
             raise ConfigError("outbox.reclaim_idle", f"must be at least twice outbox.heartbeat "
                               f"({heartbeat}s), got {reclaim_idle}")
@@ -115,6 +116,7 @@ class RedisStore(Store):
         self.reclaim_idle = reclaim_idle
         self.heartbeat = heartbeat
         self.maxlen = stream_maxlen
+        self.record_ttl = record_ttl  # seconds a finished record is kept (0: for ever)
         self.consumer = name or f"{std_socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.reclaimed = 0  # messages this process took over from a silent gateway
         self._s = {n: self.redis.register_script(getattr(lua, n)) for n in (
@@ -193,7 +195,16 @@ class RedisStore(Store):
                     claimed.append(r)
                 else:
                     expired.append(r)
+        self._expire([r.id for r in expired])
         return claimed, expired
+
+    def _expire(self, ids: Sequence[str]) -> None:
+        """Let finished records go after record_ttl (a terminal record never changes again)."""
+        if self.record_ttl > 0 and ids:
+            pipe = self.redis.pipeline(transaction=False)
+            for id_ in ids:
+                pipe.pexpire(f"{self.p}m:{id_}", int(self.record_ttl * 1000))
+            pipe.execute()
 
     def finish(self, done: Sequence[Finish], now: float) -> None:
         for i in range(0, len(done), CHUNK):
@@ -205,6 +216,7 @@ class RedisStore(Store):
                          o.description or "", o.canonical_id or ""]
                 self._held.pop(f.id, None)
             self._s["FINISH"](args=args)
+            self._expire([f.id for f in chunk])
 
     def release(self, ids: Sequence[str], now: float) -> None:
         for i in range(0, len(ids), CHUNK):
