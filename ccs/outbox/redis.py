@@ -79,8 +79,11 @@ def split_url(url: str) -> tuple[str, str]:
 
 def connect(url: str) -> redis.Redis:
     """A client for `url` whose connections use gevent sockets."""
+    # socket_timeout: a Redis that stops answering fails the call (the child restarts) instead
+    # of hanging it; blocking reads here wait at most a few seconds.
     return redis.Redis.from_url(url, decode_responses=True, connection_class=GeventConnection,
-                                socket_connect_timeout=5, health_check_interval=30)
+                                socket_connect_timeout=5, socket_timeout=30,
+                                health_check_interval=30)
 
 
 def _num(v: Any, kind: type = float) -> Any:
