@@ -71,6 +71,17 @@ def test_two_consumers_share_a_lane_without_overlap(redis_url: str) -> None:
     b.close()
 
 
+def test_payloads_round_trip_exactly(redis_url: str) -> None:
+    store = RedisStore(redis_url)
+    payload = {"to": "t/ø\u2603", "data": {"k": "a\"b\\c</x>", "e": "\U0001f600", "n": "1.50"},
+               "nested": [1, 2.5, None, True], "message_id": "u1"}
+    store.add([NewMessage("u1", "fcm", payload, "t/ø", expires_at=None)], now=1.0)
+    (r,), _ = store.claim("fcm", 1, now=2.0)
+    assert r.payload == payload and r.to == "t/ø" and r.expires_at is None
+    assert store.get("u1").payload == payload  # type: ignore[union-attr]
+    store.close()
+
+
 def test_finished_records_expire_after_record_ttl(redis_url: str) -> None:
     store = RedisStore(redis_url, record_ttl=30.0)
     store.add([msg(1), msg(2), NewMessage("m3", "fcm", {"to": "t"}, "t", expires_at=1.5)], 1.0)

@@ -90,14 +90,14 @@ def _num(v: Any, kind: type = float) -> Any:
     return kind(v) if v not in (None, "") else None
 
 
-def _record(id: str, values: Sequence[Any]) -> Record:
-    d = dict(zip(lua.FIELDS, values, strict=True))
+def _record(id: str, d: Mapping[str, Any]) -> Record:
     return Record(id=id, lane=d["lane"], payload=json.loads(d["payload"]), state=d["state"],
-                  to=d["to"], attempts=int(d["attempts"] or 0), resent=int(d["resent"] or 0),
-                  created_at=_num(d["created_at"]) or 0.0, updated_at=_num(d["updated_at"]) or 0.0,
-                  expires_at=_num(d["expires_at"]), via=d["via"],
-                  provider_message_id=d["provider_message_id"], error=d["error"],
-                  description=d["description"], canonical_id=d["canonical_id"])
+                  to=d.get("to"), attempts=int(d.get("attempts") or 0),
+                  resent=int(d.get("resent") or 0), created_at=_num(d.get("created_at")) or 0.0,
+                  updated_at=_num(d.get("updated_at")) or 0.0,
+                  expires_at=_num(d.get("expires_at")), via=d.get("via"),
+                  provider_message_id=d.get("provider_message_id"), error=d.get("error"),
+                  description=d.get("description"), canonical_id=d.get("canonical_id"))
 
 
 class RedisStore(Store):
@@ -189,12 +189,14 @@ class RedisStore(Store):
             args: list[Any] = [self.p, repr(now), GROUP, self.maxlen, len(chunk)]
             for e, id_ in chunk:
                 args += [e, id_]
-            for kind, id_, values in self._s["CLAIM"](keys=[q], args=args):
-                r = _record(id_, values)
-                if kind == "c":
+            for raw in self._s["CLAIM"](keys=[q], args=args):
+                d = json.loads(raw)
+                id_ = d["_id"]
+                r = _record(id_, d)
+                if d["_kind"] == "c":
                     if id_ in stolen:
                         self.reclaimed += 1
-                    self._held[id_] = (lane, values[-1])
+                    self._held[id_] = (lane, d["entry"])
                     claimed.append(r)
                 else:
                     expired.append(r)
@@ -252,8 +254,8 @@ class RedisStore(Store):
         return n
 
     def get(self, id: str) -> Record | None:
-        values = self.redis.hmget(f"{self.p}m:{id}", lua.FIELDS)
-        return _record(id, values) if values[0] is not None else None
+        d = self.redis.hgetall(f"{self.p}m:{id}")
+        return _record(id, d) if d else None
 
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys((*STATES, "resent"), 0)
