@@ -96,30 +96,33 @@ FINISH = """
 local p, now, group, maxlen, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local counts = p .. 'counts'
 local names = {'via', 'provider_message_id', 'error', 'description', 'canonical_id'}
+local moved = {}
 for i = 0, n - 1 do
   local b = 6 + i * 7
   local id, state = ARGV[b], ARGV[b + 1]
   local key = p .. 'm:' .. id
-  local st = redis.call('HGET', key, 'state')
+  local st, lane, entry, to = unpack(redis.call('HMGET', key, 'state', 'lane', 'entry', 'to'))
   if st == 'queued' or st == 'in_flight' then
-    redis.call('HSET', key, 'state', state, 'updated_at', now)
+    local set = {'state', state, 'updated_at', now}
     local fields = {'id', id, 'status', state}
     for j = 1, 5 do
       local v = ARGV[b + 1 + j]
       if v ~= '' then
-        redis.call('HSET', key, names[j], v)
+        table.insert(set, names[j]); table.insert(set, v)
         table.insert(fields, names[j]); table.insert(fields, v)
       end
     end
-    local to = redis.call('HGET', key, 'to')
     if to then table.insert(fields, 'to'); table.insert(fields, to) end
-    redis.call('HINCRBY', counts, st, -1)
-    redis.call('HINCRBY', counts, state, 1)
-    local lane, entry = unpack(redis.call('HMGET', key, 'lane', 'entry'))
+    redis.call('HSET', key, unpack(set))
+    moved[st] = (moved[st] or 0) - 1
+    moved[state] = (moved[state] or 0) + 1
     redis.call('XACK', p .. 'q:' .. lane, group, entry)
     redis.call('XDEL', p .. 'q:' .. lane, entry)
     redis.call('XADD', p .. 's:outcome', 'MAXLEN', '~', maxlen, '*', unpack(fields))
   end
+end
+for k, v in pairs(moved) do
+  if v ~= 0 then redis.call('HINCRBY', counts, k, v) end
 end
 return n
 """
