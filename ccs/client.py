@@ -56,6 +56,9 @@ class CcsConfig:
     drain_grace: float = 30.0
     no_session_timeout: float = 0.0  # > 0: hand back never-sent messages after this long
     handler_concurrency: int = 100
+    # Before each session: returns the callable that gives the lease back at its close, or
+    # None when a budget shared with other processes is spent (ccs.lease); None: no budget.
+    lease: Callable[[], Callable[[], None] | None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.sender_id:

@@ -71,10 +71,12 @@ class Pool:
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._rand = random.Random()
         self._stopping = False
+        self._leases: dict[Session, Callable[[], None]] = {}  # session -> lease give-back
         self.counters: dict[str, int] = dict.fromkeys(
             ("sent", "acked", "nacked", "retried", "resent_after_loss", "expired", "failed",
              "unknown", "upstream", "receipts", "duplicates_dropped", "unexpected_acks",
-             "reconnects", "auth_failures", "drains", "stanza_errors", "sent_on_unusable"), 0)
+             "reconnects", "auth_failures", "drains", "stanza_errors", "sent_on_unusable",
+             "lease_waits"), 0)
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -91,6 +93,9 @@ class Pool:
         for session in list(self.sessions):
             session.close("client stopping")
         self.greenlets.kill(block=True, timeout=timeout)
+        for give_back in self._leases.values():  # sessions killed before their close
+            give_back()
+        self._leases.clear()
         self.handlers.kill(block=True, timeout=timeout)
         for entry in list(self.backlog) + list(self.scheduled):
             self._final(entry, Status.FAILED, "NOT_SENT", "client stopped before sending",
@@ -102,7 +107,13 @@ class Pool:
         """Keep one usable session in this slot: replace at once on drain, back off on loss."""
         failures = 0
         while not self._stopping:
+            give_back = self._lease()
+            if give_back is False:  # a budget shared with other gateways is spent: wait
+                gevent.sleep(self.config.reconnect_initial * (0.5 + self._rand.random() / 2))
+                continue
             session = Session(self, self.config)
+            if give_back is not None:
+                self._leases[session] = give_back
             self.sessions.append(session)
             self.greenlets.spawn(session.run)
             session.retired.wait()
@@ -117,6 +128,21 @@ class Pool:
             delay = min(self.config.reconnect_max,
                         self.config.reconnect_initial * 2 ** (failures - 1))
             gevent.sleep(delay * (0.5 + self._rand.random() / 2))
+
+    def _lease(self) -> Callable[[], None] | None | bool:
+        """A lease for one more session (its give-back), None without a budget, False when
+        the budget is spent or cannot be asked."""
+        if self.config.lease is None:
+            return None
+        try:
+            give_back = self.config.lease()
+        except Exception:
+            log.exception("cannot take a CCS connection lease; trying again")
+            give_back = None
+        if give_back is None:
+            self.counters["lease_waits"] += 1
+            return False
+        return give_back
 
     # sending ---------------------------------------------------------------------------------
 
@@ -225,6 +251,9 @@ class Pool:
     def on_closed(self, session: Session, pending: list[Entry]) -> None:
         if session in self.sessions:
             self.sessions.remove(session)
+        give_back = self._leases.pop(session, None)
+        if give_back is not None:
+            give_back()
         if session.auth_failed:
             self.counters["auth_failures"] += 1
         now = time.monotonic()

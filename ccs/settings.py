@@ -73,6 +73,9 @@ REGISTRY: tuple[Setting, ...] = (
     _s("ccs.connections", "CCS_CONNECTIONS", "int", 4, "CCS connections in the pool",
        minimum=1, maximum=1000),
     _s("ccs.domain", "CCS_DOMAIN", "str", "gcm.googleapis.com", "XMPP domain of the sender JID"),
+    _s("ccs.connection_budget", "CCS_CONNECTION_BUDGET", "int", 1000,
+       "CCS connections per sender across all gateways sharing a Redis outbox (leases)",
+       minimum=1, maximum=1000),
     _s("ccs.window", "CCS_WINDOW", "int", 100, "unanswered messages per CCS session (the CCS "
        "limit is 100)", minimum=1, maximum=100),
     _s("ccs.no_session_timeout", "CCS_NO_SESSION_TIMEOUT", "float", 10.0,
@@ -80,7 +83,8 @@ REGISTRY: tuple[Setting, ...] = (
        "(the gateway sends them through its fallback); 0 waits for CCS", minimum=0),
     # outbox
     _s("outbox.path", "CCS_OUTBOX", "str", "./ccs-outbox.sqlite",
-       "SQLite outbox file (':memory:' keeps it in memory: nothing survives a restart)"),
+       "SQLite outbox file (':memory:' keeps it in memory: nothing survives a restart), or a "
+       "redis://host:port/db?prefix=P URL: one queue shared by many gateways"),
     _s("outbox.sync", "CCS_OUTBOX_SYNC", "str", "normal",
        "SQLite synchronous mode: normal survives a process crash, full also a power loss",
        choices=("normal", "full")),
@@ -88,6 +92,18 @@ REGISTRY: tuple[Setting, ...] = (
        "run SQLite transactions in gevent's threadpool instead of in the hub"),
     _s("outbox.batch", "CCS_OUTBOX_BATCH", "int", 2000,
        "operations per group-commit transaction at most", minimum=1),
+    _s("outbox.reclaim_idle", "CCS_OUTBOX_RECLAIM_IDLE", "float", 30.0,
+       "Redis outbox: seconds a message held by a silent gateway waits before another gateway "
+       "takes it over (at least twice outbox.heartbeat)", minimum=0.01),
+    _s("outbox.heartbeat", "CCS_OUTBOX_HEARTBEAT", "float", 5.0,
+       "Redis outbox: seconds between heartbeats; a gateway silent for three is gone and its "
+       "CCS connection leases expire", minimum=0.005),
+    _s("outbox.stream_maxlen", "CCS_OUTBOX_STREAM_MAXLEN", "int", 1_000_000,
+       "Redis outbox: entries kept (about) in each public stream (outcome, upstream, receipt, "
+       "token)", minimum=1),
+    _s("outbox.record_ttl", "CCS_OUTBOX_RECORD_TTL", "float", 0.0,
+       "Redis outbox: seconds a finished message's record is kept for `ccs status` (0: for ever, "
+       "as in SQLite)", minimum=0),
     # admin API
     _s("admin.enabled", "CCS_ADMIN_ENABLED", "bool", True, "serve the admin API on 127.0.0.1"),
     _s("admin.port", "CCS_ADMIN_PORT", "int", 8470, "admin API port (0: ephemeral)", **PORT),
@@ -309,8 +325,12 @@ class Settings(Mapping[str, Any]):
 
     def redacted(self) -> dict[str, Any]:
         """Every value, secrets replaced by '***' when set: safe to print or log."""
-        return {k: ("***" if BY_KEY[k].secret and v is not None else v)
-                for k, v in self._values.items()}
+        out = {k: ("***" if BY_KEY[k].secret and v is not None else v)
+               for k, v in self._values.items()}
+        from ccs.outbox import shown  # a redis:// outbox URL may carry a password
+
+        out["outbox.path"] = shown(out["outbox.path"])
+        return out
 
     def __repr__(self) -> str:
         return f"Settings({self.redacted()!r})"

@@ -21,7 +21,7 @@ from ccs.dispatcher import Dispatcher, Stopping
 from ccs.events import EventBus
 from ccs.feedback import Feedback, Webhook
 from ccs.inbound import Inbound
-from ccs.outbox import Store, open_store
+from ccs.outbox import Store, is_redis, open_store
 from ccs.outbox.sqlite import OutboxLock
 from ccs.outcome import Listeners, SendResult
 from ccs.provider import Provider
@@ -100,7 +100,7 @@ class Supervisor:
         built = self._given if self._given is not None else {
             name: registry.create(name, s) for name in s["gateway.providers"]}
         if self._store is None:
-            if s["outbox.path"] != ":memory:":
+            if s["outbox.path"] != ":memory:" and not is_redis(s["outbox.path"]):
                 self._lock = OutboxLock(s["outbox.path"])
                 try:
                     self._lock.acquire()
@@ -108,9 +108,12 @@ class Supervisor:
                     self._lock = None
                     raise ConfigError("outbox.path", f"{s['outbox.path']} is in use by another "
                                       "running gateway (one gateway per outbox)") from None
+            extra = redis_options(s) if is_redis(s["outbox.path"]) else {}
             self._store = open_store(s["outbox.path"], sync=s["outbox.sync"],
-                                     threadpool=s["outbox.threadpool"], batch=s["outbox.batch"])
+                                     threadpool=s["outbox.threadpool"], batch=s["outbox.batch"],
+                                     **extra)
         store = self._store
+        self._share(store, built)
         self.recovered = store.recover(self.clock())
         if self.recovered:
             log.warning("%d messages were in flight at the last stop; sending them again",
@@ -145,8 +148,35 @@ class Supervisor:
         if self.admin is not None:
             self.admin.bind()
             self.add_child("admin", self.admin.serve)
+        if hasattr(store, "beat"):
+            store.beat()  # announce the providers and sessions started just now
         self.started = True
         return self
+
+    def _share(self, store: Store, built: Mapping[str, Provider]) -> None:
+        """With a store shared by many gateways (Redis): announce this one, take CCS
+        connection leases from the common budget, publish token events."""
+        if not hasattr(store, "start_heartbeat"):
+            return
+        ccs = built.get("ccs")
+        config = getattr(ccs, "config", None)
+        if config is not None and hasattr(config, "lease"):
+            config.lease = store.connection_lease(config.sender_id,  # type: ignore[attr-defined]
+                                                  self.settings["ccs.connection_budget"])
+        store.start_heartbeat(self._presence)  # type: ignore[attr-defined]
+        publish = store.publish  # type: ignore[attr-defined]
+        self.token_events.add(lambda ev: publish("token", ev.as_json()))
+
+    def _presence(self) -> dict[str, Any]:
+        """What `ccs status` shows for this gateway (written with each heartbeat)."""
+        provs = {n: p.healthy() for n, p in self.providers.items()}
+        ccs = self.providers.get("ccs")
+        sessions = [{k: v for k, v in row.items() if k in ("id", "state", "pending", "sent")}
+                    for row in _safe_stats(ccs).get("sessions", [])] if ccs else []
+        in_flight = self.dispatcher.in_flight() if self.dispatcher else {}
+        return {"providers": provs, "sessions": sessions, "in_flight": sum(in_flight.values()),
+                "sent": {n: self.stats_observer.provider(n).get("messages_sent", 0)
+                         for n in self.providers}}
 
     def add_child(self, name: str, fn: Callable[[], Any]) -> Child:
         """Run fn in the supervised tree; restarted with backoff whenever it raises."""
@@ -284,6 +314,11 @@ class Supervisor:
         if self._lock is not None:
             self._lock.release()
         return left
+
+
+def redis_options(s: Settings) -> dict[str, Any]:
+    return {"reclaim_idle": s["outbox.reclaim_idle"], "heartbeat": s["outbox.heartbeat"],
+            "stream_maxlen": s["outbox.stream_maxlen"], "record_ttl": s["outbox.record_ttl"]}
 
 
 def _safe_stats(p: Provider) -> dict[str, Any]:

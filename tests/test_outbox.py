@@ -14,15 +14,18 @@ import pytest
 
 from ccs.outbox import MemoryStore, NewMessage, Store
 from ccs.outbox.base import Finish
+from ccs.outbox.redis import RedisStore
 from ccs.outbox.sqlite import SqliteStore
 from ccs.outcome import Outcome, Status
 from tests.helpers import ccs_env
 
 
-@pytest.fixture(params=["memory", "sqlite", "sqlite-threadpool"])
+@pytest.fixture(params=["memory", "sqlite", "sqlite-threadpool", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     if request.param == "memory":
         s: Store = MemoryStore()
+    elif request.param == "redis":
+        s = RedisStore(request.getfixturevalue("redis_url"), name="first")
     else:
         s = SqliteStore(str(tmp_path / "o.sqlite"), threadpool=request.param.endswith("pool"))
     yield s
@@ -63,6 +66,12 @@ def test_state_machine(store: Store) -> None:
 def test_recover_requeues_in_flight(store: Store) -> None:
     store.add([msg(i) for i in range(5)], now=1.0)
     store.claim("fcm", 3, now=2.0)
+    if isinstance(store, RedisStore):  # many gateways: only a gateway gone silent loses its own
+        store.start_heartbeat()
+        other = RedisStore(store.source, name="second")
+        assert other.recover(now=3.0) == 0  # the first is alive: its messages stay its own
+        store.close()  # gone without putting them back (its heartbeat key goes with it)
+        store = other
     assert store.recover(now=3.0) == 3
     c = store.counts()
     assert c["queued"] == 5 and c["in_flight"] == 0 and c["resent"] == 3

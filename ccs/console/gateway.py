@@ -62,8 +62,10 @@ def run(config: str | None) -> None:
                                                    "%(message)s")
     sup = Supervisor(settings).start()
     admin = f", admin API {sup.admin.url}" if sup.admin else ""
+    from ccs.outbox import shown
+
     click.echo(f"ccs-gateway running: providers {', '.join(sup.providers)}, outbox "
-               f"{settings['outbox.path']}{admin}", err=True)
+               f"{shown(settings['outbox.path'])}{admin}", err=True)
     stop = Event()
     gevent.signal_handler(signal.SIGTERM, stop.set)
     gevent.signal_handler(signal.SIGINT, stop.set)
@@ -98,7 +100,7 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
 
     A bad line is reported on stderr with its number and skipped; the exit status is then 1."""
     from ccs.dispatcher import Dispatcher
-    from ccs.outbox import open_store
+    from ccs.outbox import open_store, shown
     from ccs.router import RouteError, Router
 
     settings = load_settings(config)
@@ -115,7 +117,8 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
         lane = router.lane_for(via)
     except RouteError as exc:
         raise click.BadParameter(str(exc), param_hint="--via") from None
-    store = open_store(settings["outbox.path"], sync=settings["outbox.sync"])
+    store = open_store(settings["outbox.path"], sync=settings["outbox.sync"],
+                       **_redis_options(settings))
     total = added = skipped = 0
     size = _size(tokens_file)
     bar = click.progressbar(length=size, label="enqueue", file=sys.stderr) \
@@ -151,7 +154,7 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
             bar.render_finish()
         store.close()
     click.echo(f"enqueued {added} messages ({total - added} already in the outbox, {skipped} "
-               f"lines skipped) into {settings['outbox.path']}")
+               f"lines skipped) into {shown(settings['outbox.path'])}")
     if skipped:
         raise SystemExit(1)
 
@@ -182,28 +185,49 @@ def _size(f: IO[str]) -> int | None:
 @config_errors
 def status(config: str | None, message_id: str | None, as_json: bool) -> None:
     """One message's state and outcome, or the outbox's counts per state (read from the file)."""
-    from ccs.outbox import open_store
+    from ccs.outbox import is_redis, open_store, shown
 
     settings = load_settings(config)
     path = settings["outbox.path"]
-    if path == ":memory:" or not os.path.exists(path):
+    shared = is_redis(path)
+    if not shared and (path == ":memory:" or not os.path.exists(path)):
         raise click.ClickException(f"no outbox file at {path}")
-    store = open_store(path)
+    store = open_store(path, **_redis_options(settings))
     try:
         if message_id is None:
             out: Any = store.counts()
+            if shared:  # every live gateway, its sessions, and the one queue they share
+                out = {"outbox": out, "depth": out["queued"],
+                       "gateways": store.gateways()}  # type: ignore[attr-defined]
         else:
             record = store.get(message_id)
             if record is None:
-                raise click.ClickException(f"no message {message_id!r} in {path}")
+                raise click.ClickException(f"no message {message_id!r} in {shown(path)}")
             out = record.as_json()
     finally:
         store.close()
     if as_json:
         click.echo(json.dumps(out, indent=2, sort_keys=True))
+    elif shared and message_id is None:
+        click.echo(f"queue depth: {out['depth']}")
+        click.echo("outbox: " + ", ".join(f"{k} {v}" for k, v in out["outbox"].items()))
+        click.echo(f"gateways: {len(out['gateways'])}")
+        for g in out["gateways"]:
+            sessions = g.get("sessions", [])
+            ready = sum(1 for x in sessions if x.get("state") == "ready")
+            click.echo(f"  {g['consumer']} pid {g['pid']} on {g['host']}: {len(sessions)} CCS "
+                       f"sessions ({ready} ready), {g.get('in_flight', 0)} in flight, "
+                       f"last heartbeat {time.time() - g['at']:.1f}s ago")
     else:
         for k, v in out.items():
             click.echo(f"{k}: {v}")
+
+
+def _redis_options(settings: Settings) -> dict[str, Any]:
+    from ccs.outbox import is_redis
+    from ccs.supervisor import redis_options
+
+    return redis_options(settings) if is_redis(settings["outbox.path"]) else {}
 
 
 @click.command()
@@ -233,9 +257,24 @@ def drain(config: str | None, session_id: str | None) -> None:
               help="Comma-separated: upstream, receipt, token, outcome (default: all).")
 @config_errors
 def tail(config: str | None, kinds: str | None) -> None:
-    """Print the gateway's event stream as JSON lines until interrupted."""
-    client = _admin(load_settings(config))
+    """Print the gateway's event stream as JSON lines until interrupted.
+
+    With a Redis outbox it follows the shared streams: every gateway's events."""
+    settings = load_settings(config)
     wanted = [k for k in (kinds or "").split(",") if k] or None
+    from ccs.outbox import is_redis, open_store
+
+    if is_redis(settings["outbox.path"]):
+        store: Any = open_store(settings["outbox.path"], **_redis_options(settings))
+        try:
+            for kind, data in store.tail(wanted or ["upstream", "receipt", "token", "outcome"]):
+                click.echo(json.dumps({"event": kind, **data}, separators=(",", ":")))
+        except KeyboardInterrupt:
+            pass
+        finally:
+            store.close()
+        return
+    client = _admin(settings)
     try:
         for kind, data in _call(client.events, wanted):
             click.echo(json.dumps({"event": kind, **data}, separators=(",", ":")))

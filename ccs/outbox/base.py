@@ -122,7 +122,9 @@ class Store(ABC):
 
     @abstractmethod
     def recover(self, now: float) -> int:
-        """At open: every in_flight message goes back to queued (resent + 1); returns how many."""
+        """At open: every in_flight message goes back to queued (resent + 1); returns how many.
+
+        A store shared by many gateways (Redis) re-queues only what gateways gone silent held."""
 
     @abstractmethod
     def get(self, id: str) -> Record | None: ...

@@ -1,0 +1,307 @@
+#!/usr/bin/env python3
+"""Soak: gateway processes on one Redis outbox against the CCS, FCM v1 and APNs emulators
+while the emulators inject every fault they support and gateways are killed and restarted.
+
+Faults: CCS drains, dropped connections, nacks (SERVICE_UNAVAILABLE), slow acks; FCM 503 with
+Retry-After and 500; APNs GOAWAY, REFUSED_STREAM resets (stream-limit drops) and connections
+dropped before TLS. Gateway 0 lives throughout (its memory is watched); the others are killed
+(SIGKILL, every third a clean SIGTERM) and replaced. At the end, with faults off, the queue
+drains and every accepted message must have exactly one terminal outcome (record and outcome
+stream). Loopback only, bounded by --seconds, --max-messages and --grace. Last line:
+`result: seconds=.. accepted=.. terminal=.. lost=.. duplicates=.. ... rss_start_kb=..
+rss_end_kb=..`; exit status 1 when anything is lost or has two outcomes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import random
+import secrets
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import gevent
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts.scale_support import KEY, REDIS, SENDER, Gateways, cleanup  # noqa: E402
+
+KEY_ID, TEAM_ID, TOPIC = "SOAKKEY123", "SOAKTEAM12", "com.example.soak"
+
+
+def rss_self_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Soak:
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from ccs.emulator import CcsEmulator
+        from ccs.outbox.redis import RedisStore
+        from ccs.testing.pki import make_test_pki
+        from http_fallback.apns.emulator import ApnsEmulator
+        from http_fallback.fcm.emulator import FcmEmulator
+
+        self.args = args
+        self.rnd = random.Random(args.seed)
+        pki = make_test_pki(tmp)
+        key = ec.generate_private_key(ec.SECP256R1())
+        key_file = tmp / "apns.p8"
+        key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                               serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        self.ccs = CcsEmulator(sender_id=SENDER, server_key=KEY, pki=pki, record_limit=None,
+                               drain_grace=0.2).start()
+        self.fcm = FcmEmulator(pki, "soak-project", record_limit=1_000_000).start()
+        self.fcm.create_service_account(str(tmp / "sa.json"))
+        self.apns = ApnsEmulator(pki, keys={KEY_ID: key.public_key()}, team_id=TEAM_ID,
+                                 topics=(TOPIC,), record=1_000_000).start()
+        self.prefix = f"soak-{secrets.token_hex(4)}"
+        self.url = f"{REDIS}?prefix={self.prefix}"
+        self.store = RedisStore(self.url)
+        info = {"host": self.ccs.host, "port": self.ccs.port, "ca_file": pki.ca_file}
+        self.gws = Gateways(self.url, [(None, info)], connections=2, count=args.gateways,
+                            CCS_PROVIDERS="ccs,http,apns",
+                            CCS_FCM_CREDENTIALS=str(tmp / "sa.json"), CCS_FCM_URL=self.fcm.url,
+                            CCS_FCM_IID_URL=self.fcm.url, CCS_APNS_HOST="127.0.0.1",
+                            CCS_APNS_PORT=str(self.apns.port), CCS_APNS_KEY_FILE=str(key_file),
+                            CCS_APNS_KEY_ID=KEY_ID, CCS_APNS_TEAM_ID=TEAM_ID,
+                            CCS_APNS_TOPIC=TOPIC, CCS_APNS_CONNECTIONS="1",
+                            CCS_STOP_TIMEOUT="3")
+        self.accepted: set[str] = set()
+        self.faults: Counter[str] = Counter()
+        self.kills = 0
+        self.producing = True
+        self.faulting = True
+
+    # the load
+    def produce(self) -> None:
+        from ccs.dispatcher import Dispatcher
+
+        per_tick = max(1, self.args.rate // 10)
+        n = 0
+        while self.producing and n < self.args.max_messages:
+            now = time.time()
+            batch = []
+            for _ in range(min(per_tick, self.args.max_messages - n)):
+                r = self.rnd.random()
+                mid = f"s{n:07d}"
+                if r < 0.7:
+                    lane, msg = "fcm", {"to": f"tok{n}", "message_id": mid}
+                elif r < 0.85:
+                    lane, msg = "http", {"to": f"h{n}", "message_id": mid,
+                                         "data": {"n": str(n)}}
+                    if n % 10 == 0:  # 503 with Retry-After once, then delivered
+                        self.fcm.fail(f"h{n}", "unavailable", times=1, retry_after=1)
+                        self.faults["fcm_503_retry_after"] += 1
+                    elif n % 23 == 0:
+                        self.fcm.fail(f"h{n}", "internal", times=1)
+                        self.faults["fcm_500"] += 1
+                else:
+                    lane, msg = "apns", {"to": f"{n:064x}", "alert": f"soak {n}"}
+                batch.append(Dispatcher._new(msg, lane, now, n))
+                n += 1
+            for m, new in zip(batch, self.store.add(batch, now), strict=True):
+                if new:
+                    self.accepted.add(m.id)
+            gevent.sleep(0.1)
+
+    def inject(self) -> None:
+        actions = [self._ccs_drain, self._ccs_drop, self._ccs_nacks_slow, self._apns_goaway,
+                   self._apns_refuse, self._apns_drop, self._ccs_calm]
+        for action in itertools.cycle(actions):
+            if not self.faulting:
+                return
+            action()
+            gevent.sleep(self.args.fault_every)
+
+    def _ccs_drain(self) -> None:
+        live = [c.id for c in self.ccs.connections if c.open and not c.draining]
+        if live:
+            self.ccs.drain(self.rnd.choice(live))
+            self.faults["ccs_drain"] += 1
+
+    def _ccs_drop(self) -> None:
+        live = [c.id for c in self.ccs.connections if c.open]
+        if live:
+            self.ccs.drop(self.rnd.choice(live))
+            self.faults["ccs_drop"] += 1
+
+    def _ccs_nacks_slow(self) -> None:
+        self.ccs.set_faults(unavailable_every=7, ack_delay=0.05)
+        self.faults["ccs_nacks_and_slow_acks"] += 1
+
+    def _ccs_calm(self) -> None:
+        self.ccs.set_faults(unavailable_every=None, ack_delay=0.0)
+
+    def _apns_goaway(self) -> None:
+        self.apns.goaway("Shutdown")
+        self.faults["apns_goaway"] += 1
+
+    def _apns_refuse(self) -> None:
+        self.apns.refuse_next(20)
+        self.faults["apns_refused_streams"] += 20
+
+    def _apns_drop(self) -> None:
+        self.apns.drop_next_connections(1)
+        self.faults["apns_dropped_connections"] += 1
+
+    def churn(self) -> None:
+        """Kill a gateway other than gateway 0 now and then, and start its replacement."""
+        import signal
+
+        if self.args.gateways < 2:
+            return
+        while self.faulting:
+            gevent.sleep(self.args.kill_every)
+            if not self.faulting:
+                return
+            i = self.rnd.randrange(1, self.args.gateways)
+            p = self.gws.procs[i]
+            if p is not None:
+                self.kills += 1
+                if self.kills % 3 == 0:
+                    p.send_signal(signal.SIGTERM)
+                    p.wait()
+                    self.gws.procs[i] = None
+                else:
+                    self.gws.kill(i)
+            self.gws.start(i)
+
+    # the check
+    def check(self) -> dict[str, Any]:
+        r = self.store.redis
+        ids = sorted(self.accepted)
+        states: Counter[str] = Counter()
+        terminal: set[str] = set()
+        for i in range(0, len(ids), 1000):
+            pipe = r.pipeline(transaction=False)
+            for mid in ids[i:i + 1000]:
+                pipe.hget(f"{self.store.p}m:{mid}", "state")
+            for mid, st in zip(ids[i:i + 1000], pipe.execute(), strict=True):
+                states[st or "missing"] += 1
+                if st in ("ok", "failed", "expired", "unknown"):
+                    terminal.add(mid)
+        outcomes: Counter[str] = Counter()
+        last = "-"
+        while True:
+            rows = r.xrange(f"{self.store.p}s:outcome", min=last, count=10000)
+            rows = [x for x in rows if x[0] != last]
+            if not rows:
+                break
+            outcomes.update(f["id"] for _, f in rows)
+            last = rows[-1][0]
+        fcm_ok = Counter(s.target for s in self.fcm.seen
+                         if s.path.endswith("messages:send") and s.status == 200)
+        apns_ok = Counter(s.token for s in self.apns.seen if s.status == 200)
+        ccs_acked = Counter(a.payload.get("message_id") for a in self.ccs.record.acks)
+        # delivered twice = acked twice (a nacked message was not delivered, its retry is not
+        # a duplicate)
+        dups = {"ccs": sum(v - 1 for v in ccs_acked.values() if v > 1),
+                "fcm": sum(v - 1 for v in fcm_ok.values() if v > 1),
+                "apns": sum(v - 1 for v in apns_ok.values() if v > 1)}
+        return {
+            "accepted": len(ids), "terminal": len(terminal), "duplicates_by": dups,
+            "lost": len(set(ids) - terminal) + len(set(ids) - set(outcomes)),
+            "two_outcomes": sum(1 for v in outcomes.values() if v > 1),
+            "duplicates": sum(dups.values()),
+            "states": dict(states), "resent": self.store.counts()["resent"],
+        }
+
+    def run(self) -> int:
+        a = self.args
+        began = time.monotonic()
+        self.gws.start_all()
+        self.gws.wait_ready(self.store, timeout=60)
+        procs0 = self.gws.procs[0]
+        rss_start = self.gws_rss(procs0)
+        group = gevent.pool.Group()
+        group.spawn(self.produce)
+        group.spawn(self.inject)
+        group.spawn(self.churn)
+        gevent.sleep(a.seconds)
+        self.producing = False
+        self.faulting = False
+        group.join(timeout=30)
+        group.kill()
+        self._ccs_calm()
+        rss_end = self.gws_rss(self.gws.procs[0])
+        deadline = time.monotonic() + a.grace
+        while True:
+            c = self.store.counts()
+            if c["queued"] + c["in_flight"] == 0:
+                break
+            if time.monotonic() > deadline:
+                print(f"queue did not drain within {a.grace}s: {c}", flush=True)
+                break
+            gevent.sleep(0.2)
+        self.gws.stop()
+        out = self.check()
+        print(f"faults injected: {dict(self.faults)}; gateway kills/stops: {self.kills}")
+        print(f"states: {out['states']}; resent (taken over or put back): {out['resent']}; "
+              f"delivered twice per emulator: {out['duplicates_by']} (CCS: resent after a "
+              "dropped connection or a gateway kill; at-least-once)")
+        print(f"gateway 0 resident memory: {rss_start} kB at start, {rss_end} kB at end; "
+              f"this process {rss_self_kb()} kB")
+        st = out["states"]
+        print(f"result: seconds={time.monotonic() - began:.0f} accepted={out['accepted']} "
+              f"terminal={out['terminal']} lost={out['lost']} duplicates={out['duplicates']} "
+              f"two_outcomes={out['two_outcomes']} ok={st.get('ok', 0)} "
+              f"failed={st.get('failed', 0)} expired={st.get('expired', 0)} "
+              f"unknown={st.get('unknown', 0)} resent={out['resent']} kills={self.kills} "
+              f"rss_start_kb={rss_start} rss_end_kb={rss_end}")
+        return 1 if out["lost"] or out["two_outcomes"] else 0
+
+    def gws_rss(self, proc: Any) -> int:
+        try:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        except (OSError, AttributeError):
+            pass
+        return 0
+
+    def close(self) -> None:
+        self.gws.stop()
+        self.store.close()
+        self.ccs.stop()
+        self.fcm.stop()
+        self.apns.stop()
+        cleanup(self.prefix)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60.0, help="seconds of load and faults")
+    ap.add_argument("--max-messages", type=int, default=30000)
+    ap.add_argument("--rate", type=int, default=400, help="messages enqueued per second")
+    ap.add_argument("--gateways", type=int, default=2)
+    ap.add_argument("--fault-every", type=float, default=1.0, help="seconds between faults")
+    ap.add_argument("--kill-every", type=float, default=10.0,
+                    help="seconds between gateway kills")
+    ap.add_argument("--grace", type=float, default=90.0,
+                    help="seconds the queue may take to drain at the end")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
+        soak = Soak(args, Path(tmp))
+        try:
+            code = soak.run()
+        finally:
+            soak.close()
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()
