@@ -10,6 +10,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import gevent
+from gevent import subprocess as gsubprocess
+
 from tests.helpers import ROOT, ccs_env, run_ccs, wait_until
 
 TOKEN = "test-admin-token"
@@ -41,9 +44,13 @@ def test_run_send_stats_tail_and_clean_stop(tmp_path: Path) -> None:
     proc, port = start_gateway(env)
     try:
         client_env = {**env, "CCS_ADMIN_PORT": str(port)}
-        tail = subprocess.Popen([sys.executable, "-m", "ccs", "tail", "--kinds", "outcome"],
-                                env=ccs_env(client_env), cwd=ROOT, stdout=subprocess.PIPE,
-                                text=True)
+        tail = gsubprocess.Popen([sys.executable, "-m", "ccs", "tail", "--kinds", "outcome"],
+                                 env=ccs_env(client_env), cwd=ROOT, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        assert tail.stdout and tail.stderr
+        # Subscribed before the message exists: the outcome cannot slip past it.
+        with gevent.Timeout(20):
+            assert "following" in tail.stderr.readline()
         r = run_ccs(["send", "--via-gateway", "tokX", "--data", "a=b", "--json"],
                     env=client_env)
         assert r.returncode == 0, r.stderr
@@ -53,8 +60,8 @@ def test_run_send_stats_tail_and_clean_stop(tmp_path: Path) -> None:
         wait_until(lambda: counts(box).get("ok") == 1, what="the message sent")
         rec = json.loads(run_ccs(["status", "--json", sent["id"]], env=env).stdout)
         assert rec["state"] == "ok" and rec["via"] == "ccs"
-        assert tail.stdout
-        line = json.loads(tail.stdout.readline())
+        with gevent.Timeout(20):
+            line = json.loads(tail.stdout.readline())
         assert line["event"] == "outcome" and line["id"] == rec["id"]
         tail.terminate()
         tail.wait()

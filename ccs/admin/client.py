@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ccs.admin.server import HOST
@@ -55,8 +55,13 @@ class AdminClient:
             raise AdminError(f"HTTP {resp.status}: {msg}", resp.status)
         return payload
 
-    def events(self, kinds: list[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Read the server-sent event stream: (event kind, data) until the server closes it."""
+    def events(self, kinds: list[str] | None = None,
+               on_connected: Callable[[], Any] | None = None
+               ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Read the server-sent event stream: (event kind, data) until the server closes it.
+
+        `on_connected` runs once the server has subscribed this stream (its `: connected`
+        comment): events from then on will all arrive."""
         conn = self._conn(None)
         path = "/v1/events" + (f"?kinds={','.join(kinds)}" if kinds else "")
         try:
@@ -80,5 +85,7 @@ class AdminClient:
                     kind = line[6:].strip()
                 elif line.startswith("data:"):
                     data.append(line[5:].strip())
+                elif line == ": connected" and on_connected is not None:
+                    on_connected()
         finally:
             conn.close()

@@ -267,7 +267,9 @@ def tail(config: str | None, kinds: str | None) -> None:
     if is_redis(settings["outbox.path"]):
         store: Any = open_store(settings["outbox.path"], **_redis_options(settings))
         try:
-            for kind, data in store.tail(wanted or ["upstream", "receipt", "token", "outcome"]):
+            events = store.tail(wanted or ["upstream", "receipt", "token", "outcome"])
+            click.echo("ccs tail: following the shared streams", err=True)
+            for kind, data in events:
                 click.echo(json.dumps({"event": kind, **data}, separators=(",", ":")))
         except KeyboardInterrupt:
             pass
@@ -275,8 +277,12 @@ def tail(config: str | None, kinds: str | None) -> None:
             store.close()
         return
     client = _admin(settings)
+
+    def connected() -> None:
+        click.echo("ccs tail: following the gateway's events", err=True)
+
     try:
-        for kind, data in _call(client.events, wanted):
+        for kind, data in _call(client.events, wanted, connected):
             click.echo(json.dumps({"event": kind, **data}, separators=(",", ":")))
     except KeyboardInterrupt:
         pass
