@@ -55,6 +55,7 @@ class CcsConfig:
     zero_ttl_grace: float = 1.0
     drain_grace: float = 30.0
     no_session_timeout: float = 0.0  # > 0: hand back never-sent messages after this long
+    ack_timeout: float = 60.0  # a message unanswered this long: its session is closed (0: off)
     handler_concurrency: int = 100
     # Before each session: returns the callable that gives the lease back at its close, or
     # None when a budget shared with other processes is spent (ccs.lease); None: no budget.
@@ -78,7 +79,7 @@ class CcsConfig:
         "host": "CCS_HOST", "port": "CCS_PORT", "sender_id": "CCS_SENDER_ID",
         "server_key": "CCS_SERVER_KEY", "ca_file": "CCS_CA_FILE",
         "connections": "CCS_CONNECTIONS", "domain": "CCS_DOMAIN", "window": "CCS_WINDOW",
-        "no_session_timeout": "CCS_NO_SESSION_TIMEOUT",
+        "no_session_timeout": "CCS_NO_SESSION_TIMEOUT", "ack_timeout": "CCS_ACK_TIMEOUT",
     }
 
     @classmethod
@@ -194,8 +195,12 @@ class CcsClient(Provider):
 
     def _sweep(self) -> None:
         limit = self.config.no_session_timeout
+        ack_timeout = self.config.ack_timeout
+        tick = min(x for x in (1.0, limit, ack_timeout / 2) if x > 0)
         while True:
-            gevent.sleep(min(1.0, limit) if limit > 0 else 1.0)
+            gevent.sleep(tick)
+            if ack_timeout > 0:
+                self._pool.check_acks(time.monotonic(), ack_timeout)
             if self._pool.backlog and not self.healthy():
                 down = time.monotonic() - (self._down_since or time.monotonic())
                 self._pool.sweep_backlog(hand_back=limit > 0 and down >= limit)

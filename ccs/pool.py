@@ -39,7 +39,7 @@ class Entry:
     """One accepted downstream message on its way to exactly one outcome."""
 
     __slots__ = ("message_id", "to", "json", "result", "attempts", "accepted_at", "deadline",
-                 "session")
+                 "session", "sent_at")
 
     def __init__(self, message: dict[str, Any], result: SendResult, now: float,
                  max_retry_seconds: float, zero_ttl_grace: float) -> None:
@@ -53,6 +53,7 @@ class Entry:
         ttl = message.get("time_to_live", MAX_TTL)
         self.deadline = now + (min(ttl, max_retry_seconds) if ttl else zero_ttl_grace)
         self.session: Session | None = None
+        self.sent_at = 0.0
 
 
 class Pool:
@@ -76,7 +77,7 @@ class Pool:
             ("sent", "acked", "nacked", "retried", "resent_after_loss", "expired", "failed",
              "unknown", "upstream", "receipts", "duplicates_dropped", "unexpected_acks",
              "reconnects", "auth_failures", "drains", "stanza_errors", "sent_on_unusable",
-             "lease_waits"), 0)
+             "lease_waits", "ack_timeouts"), 0)
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -179,6 +180,7 @@ class Pool:
 
     def _send_on(self, session: Session, entry: Entry) -> None:
         entry.attempts += 1
+        entry.sent_at = time.monotonic()
         self.counters["sent"] += 1
         if not session.usable:  # a bug if it ever happens: counted so tests can see it
             self.counters["sent_on_unusable"] += 1
@@ -221,6 +223,18 @@ class Pool:
             else:
                 keep.append(entry)
         self.backlog = keep
+
+    def check_acks(self, now: float, ack_timeout: float) -> None:
+        """A session whose oldest message has waited `ack_timeout` for an answer is broken
+        (the server lost it, or sends what we cannot read): close it so its messages go out
+        again on a fresh connection."""
+        for session in list(self.sessions):
+            oldest = session.window.oldest()
+            if oldest is not None and now - oldest.sent_at > ack_timeout and not session.closed:
+                self.counters["ack_timeouts"] += 1
+                reason = f"no answer to message {oldest.message_id} in {ack_timeout:g} s"
+                log.warning("session %s: %s: closing it", session.id, reason)
+                session.abort(reason)
 
     # outcomes --------------------------------------------------------------------------------
 

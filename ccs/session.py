@@ -227,6 +227,10 @@ class Session:
                 pass
         self._kill_reader(reason)
 
+    def abort(self, reason: str) -> None:
+        """Close the socket at once (no polite end of stream: the peer may not be reading)."""
+        self._kill_reader(reason)
+
     # internals -------------------------------------------------------------------------------
 
     def _flush(self) -> None:

@@ -78,6 +78,9 @@ REGISTRY: tuple[Setting, ...] = (
        minimum=1, maximum=1000),
     _s("ccs.window", "CCS_WINDOW", "int", 100, "unanswered messages per CCS session (the CCS "
        "limit is 100)", minimum=1, maximum=100),
+    _s("ccs.ack_timeout", "CCS_ACK_TIMEOUT", "float", 60.0,
+       "seconds a message may wait for its ack or nack before its session is closed and the "
+       "message re-sent on a fresh one (0: wait forever)", minimum=0),
     _s("ccs.no_session_timeout", "CCS_NO_SESSION_TIMEOUT", "float", 10.0,
        "seconds without a usable CCS session after which queued messages are handed back "
        "(the gateway sends them through its fallback); 0 waits for CCS", minimum=0),

@@ -50,6 +50,10 @@ class Window(Generic[T]):
     def pop(self, message_id: str) -> T | None:
         return self._items.pop(message_id, None)
 
+    def oldest(self) -> T | None:
+        """The item waiting longest (sent first), or None when the window is empty."""
+        return next(iter(self._items.values()), None)
+
     def take_all(self) -> list[T]:
         items = list(self._items.values())
         self._items.clear()

@@ -336,3 +336,17 @@ def test_without_a_timeout_queued_messages_wait_for_ccs(emu):
         assert not result.ready()
         emu.set_faults(refuse_auth=False)
         assert result.get(timeout=5).ok
+
+
+def test_a_message_left_unanswered_closes_its_session_and_goes_out_again(emu):
+    emu.set_faults(ack_delay=5.0)  # the server reads, answers pings, but acks far too late
+    with client_for(emu, ack_timeout=0.3) as client:
+        assert client.wait_ready(5)
+        result = client.send(build_message("slow"))
+        wait_until(lambda: client.stats()["ack_timeouts"] >= 1, what="the ack timeout")
+        emu.set_faults(ack_delay=0.0)
+        out = result.get(timeout=10)
+        stats = client.stats()
+    assert out.ok and out.attempts >= 2
+    assert stats["resent_after_loss"] >= 1
+    assert len(emu.record.closed) >= 1
