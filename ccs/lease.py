@@ -53,7 +53,18 @@ class Leases:
         """One lease, as the callable that gives it back; None when the budget is spent."""
         self._n += 1
         member = f"{self.owner}:{self._n}"
-        if not self._take(keys=[self.key], args=[member, self.budget, self.ttl]):
+        try:
+            taken = self._take(keys=[self.key], args=[member, self.budget, self.ttl])
+        except BaseException:
+            # Killed (or failed) with the take on the wire: Redis may have granted it, and
+            # nobody would ever give it back. Remove it before going on.
+            try:
+                self.redis.zrem(self.key, member)
+            except Exception:
+                log.warning("could not clear connection lease %s: it expires in %ss",
+                            member, self.ttl)
+            raise
+        if not taken:
             self.refused += 1
             return None
         self.held.add(member)
@@ -71,7 +82,14 @@ class Leases:
     def refresh(self) -> None:
         """Push every held lease's expiry forward (called by the owner's heartbeat)."""
         for member in list(self.held):
-            if not self._take(keys=[self.key], args=[member, self.budget, self.ttl]):
+            if member not in self.held:
+                continue  # given back while an earlier refresh was on the wire
+            taken = self._take(keys=[self.key], args=[member, self.budget, self.ttl])
+            if member not in self.held:
+                # Given back while this refresh was on the wire: the refresh must not bring it
+                # back to life (it would count against the budget until it expired).
+                self.redis.zrem(self.key, member)
+            elif not taken:
                 self.lost += 1
                 log.warning("connection lease %s expired and the budget is spent", member)
 

@@ -217,7 +217,9 @@ def test_ccs_pool_takes_leases_before_sessions(redis_url: str, pki: Any) -> None
             assert leases.in_use() == 3 and emu.authenticated_count() == 3
             first.stop(timeout=1)  # its sessions close: their leases go back
             wait_until(lambda: ready(other) == 2, what="the other takes the freed lease")
-            assert leases.in_use() == 2
+            # A lease can outlive a stopped client by at most its ttl (three heartbeats):
+            # seen about one run in four; the budget then over-counts briefly (safe side).
+            wait_until(lambda: leases.in_use() == 2, timeout=3, what="two leases in use")
             assert other.send({"to": "t", "message_id": "x1"}).get(timeout=5).ok
         finally:
             for c in clients:
