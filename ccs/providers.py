@@ -28,6 +28,7 @@ BUILTIN = {
     "c2dm": ("http_fallback.c2dm", "C2dmClient", "C2dmConfig"),
     "mpns": ("http_fallback.mpns", "MpnsClient", "MpnsConfig"),
     "apns": ("http_fallback.apns", "ApnsClient", "ApnsConfig"),
+    "apns-binary": ("http_fallback.apns.binary", "BinaryClient", "ApnsConfig"),
 }
 
 # name -> (module, message class, renames of stored keys; None drops the key)
@@ -37,6 +38,8 @@ MODELS: dict[str, tuple[str, str, dict[str, str | None]]] = {
     "c2dm": ("http_fallback.c2dm.model", "C2dmMessage",
              {"message_id": "id", "to": "registration_id"}),
     "apns": ("http_fallback.apns.model", "Notification", {"to": "device", "message_id": None}),
+    "apns-binary": ("http_fallback.apns.model", "Notification",
+                    {"to": "device", "message_id": None}),
 }
 
 _factories: dict[str, Factory] = {}
