@@ -173,7 +173,7 @@ REGISTRY: tuple[Setting, ...] = (
     _s("apns.binary_cache", "CCS_APNS_BINARY_CACHE", "int", None,
        "binary interface: unresolved notifications before the writer waits; default 1000",
        minimum=1),
-    _s("apns.binary_cache_wait", "CCS_APNS_BINARY_CACHE_WAIT", "float", None,
+    _s("apns.binary_wait", "CCS_APNS_BINARY_WAIT", "float", None,
        "binary interface: seconds the writer waits for room before the cache doubles; "
        "default 0.5", minimum=0),
     _s("apns.binary_quiet", "CCS_APNS_BINARY_QUIET", "float", None,

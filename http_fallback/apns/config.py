@@ -133,7 +133,7 @@ class ApnsConfig:
             "feedback_port": num("CCS_APNS_FEEDBACK_PORT", 2196),
             "binary_command": num("CCS_APNS_BINARY_COMMAND", 2),
             "binary_cache_length": num("CCS_APNS_BINARY_CACHE", 1000),
-            "binary_cache_wait": fnum("CCS_APNS_BINARY_CACHE_WAIT", 0.5),
+            "binary_cache_wait": fnum("CCS_APNS_BINARY_WAIT", 0.5),
             "binary_quiet_period": fnum("CCS_APNS_BINARY_QUIET", 1.0),
         }
         kw.update(overrides)
