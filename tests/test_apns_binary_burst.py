@@ -41,22 +41,27 @@ def note(i: int) -> Notification:
 def test_cache_resolves_in_order_and_never_drops_the_unresolved():
     cache = SentCache(size=2)
     for i in range(1, 4):
-        cache.add(i, f"n{i}", now=float(i))
+        cache.add(i, f"n{i}", end=100 * i)  # each 100 bytes
     assert cache.pending == 3 and len(cache) == 3 and not cache.has_room()  # nothing pushed out
-    assert cache.settle(cutoff=2.0) == ["n1", "n2"]
+    assert cache.settle(reached=250, now=10.0, quiet=1.0) == []  # n1, n2 arrived just now
+    assert cache.settle(reached=None, now=10.5, quiet=1.0) == []
+    assert cache.settle(reached=300, now=11.0, quiet=1.0) == ["n1", "n2"]  # n3 arrived at 11
     assert len(cache) == 2 and cache.pending == 1  # n1 resolved and over the size: gone
-    cache.add(4, "n4", now=4.0)
+    assert cache.settle(reached=None, now=11.9, quiet=1.0) == []
+    cache.add(4, "n4", end=400)
     res = cache.on_error(3)
     assert res.failed == "n3" and res.resend == ["n4"] and res.accepted == [] and not res.late
     assert len(cache) == 0 and cache.pending == 0
     cache = SentCache(size=10)  # room to keep what is resolved
     for i in range(5, 9):
-        cache.add(i, f"n{i}", now=float(i))
-    cache.settle(cutoff=6.0)
+        cache.add(i, f"n{i}", end=100 * i)
+    cache.settle(reached=600, now=1.0, quiet=1.0)
+    assert cache.settle(reached=600, now=2.0, quiet=1.0) == ["n5", "n6"]
     res = cache.on_error(6)  # n6 was resolved by its quiet period: the error came late
     assert res.late == "n6" and res.failed is None and res.resend == ["n7", "n8"]
-    cache.add(9, "n9", now=9.0)
-    cache.add(10, "n10", now=10.0)
+    assert res.resend_resolved == 0
+    cache.add(9, "n9", end=100)
+    cache.add(10, "n10", end=200)
     res = cache.on_error(9, shutdown=True)  # 9 is the last that went through
     assert res.accepted == ["n9"] and res.resend == ["n10"] and res.failed is None
     assert cache.grow() == 20
@@ -133,17 +138,19 @@ def test_silent_drop_leaves_what_it_swallowed_unknown_and_later_ones_go_out(pki)
 
 
 def test_slow_reads_delay_the_quiet_period_so_a_deep_error_is_still_exact(pki):
-    """The gateway reads 256 bytes every 10 ms through a 4 KiB window, so what we wrote waits
-    in our own kernel: the quiet period must not start until the gateway has taken it."""
-    n, bad = 600, 400
-    with HostileBinary(pki, reject={tok(bad): 8}, slow_read=(256, 0.01)) as server:
-        c = client(pki, server, quiet_period=1.0)
+    """The gateway reads 1 KiB every 10 ms through a 4 KiB window, so most of what we wrote
+    waits in our own kernel: its quiet period must not start until the gateway's side has it.
+    (#1000 is read about a second after it was written; at most ~24 KiB, 0.25 s of reading,
+    sit on the gateway's side unread.)"""
+    n, bad = 1200, 1000
+    with HostileBinary(pki, reject={tok(bad): 8}, slow_read=(1024, 0.01)) as server:
+        c = client(pki, server, quiet_period=0.6)
         try:
             outs = [r.get(30) for r in [c.send(note(i)) for i in range(n)]]
         finally:
             c.stop(timeout=1)
-    assert c.counts["late_errors"] == 0
-    assert all(o.ok and o.extra["confirmed"] for o in outs[:bad])
+    assert c.counts["late_errors"] == 0  # nothing was called ok before the gateway judged it
+    assert all(o.ok for o in outs[:bad])
     assert outs[bad].status is Status.FAILED and outs[bad].error == "InvalidToken"
     assert all(o.ok for o in outs[bad + 1:])
     assert Counter(server.accepted()) == Counter(tok(i) for i in range(n) if i != bad)

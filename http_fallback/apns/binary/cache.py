@@ -4,7 +4,8 @@ The binary gateway never says "accepted": after an error response naming identif
 ones written before X went through, X failed (for Shutdown, X is the last that went through)
 and everything written after X was discarded and must be sent again. So every notification
 written stays here until it is resolved: by such an error, or by its quiet period passing
-(the caller decides when). Resolved entries stay too, oldest first out once the cache holds
+from the time its bytes were known to have reached the gateway's side (the caller says how
+far that is). Resolved entries stay too, oldest first out once the cache holds
 more than `size`, so a late error can still find what followed it and send it again.
 Nothing unresolved is ever pushed out: the writer waits for room, or the cache grows.
 """
@@ -29,7 +30,8 @@ class ErrorResolution:
 class _Entry:
     ident: int
     item: Any
-    sent_at: float
+    end: int  # the connection's byte count once this one is written
+    reached: float | None = None  # when the gateway's side was first known to hold it
     resolved: bool = False
 
 
@@ -54,23 +56,31 @@ class SentCache:
         self.size *= 2
         return self.size
 
-    def add(self, ident: int, item: Any, now: float) -> None:
-        self._entries.append(_Entry(ident, item, now))
+    def add(self, ident: int, item: Any, end: int) -> None:
+        self._entries.append(_Entry(ident, item, end))
         self.pending += 1
         self._trim()
 
     def unresolved(self) -> list[Any]:
         return [e.item for e in self._entries if not e.resolved]
 
-    def settle(self, cutoff: float) -> list[Any]:
-        """Resolve the unresolved entries written at or before `cutoff` (quiet long enough)."""
+    def settle(self, reached: int | None, now: float, quiet: float) -> list[Any]:
+        """Note the time on entries within the first `reached` bytes (None: no news), then
+        resolve those that have been there for `quiet` seconds; returns the resolved items."""
         done = []
         for e in self._entries:
-            if e.sent_at > cutoff:
-                break  # written in order: the rest are younger
-            if not e.resolved:
-                e.resolved = True
-                done.append(e.item)
+            if e.resolved:
+                continue
+            if e.reached is None:
+                if reached is None or e.end > reached:
+                    break  # written in order: the rest are further on
+                e.reached = now
+            if now - e.reached < quiet:
+                if reached is None:
+                    break
+                continue
+            e.resolved = True
+            done.append(e.item)
         self.pending -= len(done)
         self._trim()
         return done

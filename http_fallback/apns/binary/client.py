@@ -5,10 +5,10 @@ The gateway never confirms success. The rule used here:
   extra["confirmed"] True), fails X with the status's name (InvalidToken for 8, ...), and
   everything written after X goes out again on a new connection. For Shutdown (10) X is the
   last one that went through: it is confirmed too.
-- a notification with no error for `quiet_period` seconds while its connection stayed open and
-  was not backed up (the writer not blocked, the kernel holding no unacknowledged bytes: a
-  gateway that is not reading could not have seen it yet) resolves `ok` with
-  extra["confirmed"] False.
+- a notification with no error for `quiet_period` seconds, counted from when its bytes were
+  known to have reached the gateway's side (handed to our kernel and acknowledged by the peer's:
+  a gateway that is not reading leaves them in our kernel) while the connection stayed open,
+  resolves `ok` with extra["confirmed"] False.
 - a connection that closes without an error response leaves its younger notifications
   `unknown` (sent, no answer will come).
 Nothing unresolved leaves the sent-cache: when `cache_length` notifications are unresolved the
@@ -51,7 +51,6 @@ from http_fallback.apns.protocol import backoff, encode_payload
 from http_fallback.transport.h2conn import TransportError, open_tls
 
 VIA = "apns-binary"
-STALL = 0.05  # a write blocked this long means the gateway is not keeping up
 BATCH = 64  # notifications per write at most
 RETRYABLE = {1, 255}  # processing error, unknown: the gateway's trouble, not the notification's
 # fields the binary interface has no place for: refused by name rather than dropped
@@ -104,8 +103,8 @@ class _Conn:
         self.closed = Event()
         self.reason = ""
         self.closed_at = 0.0
-        self.busy_since: float | None = None  # the writer is inside sendall since then
-        self.stall_at = 0.0  # when the connection was last seen backed up
+        self.queued = 0  # bytes of notifications taken for writing
+        self.flushed = 0  # bytes sendall has finished with (in our kernel or beyond)
 
     def end(self, reason: str) -> None:
         if not self.closed.is_set():
@@ -239,18 +238,16 @@ class BinaryClient(Provider):
             key = ("confirmed" if confirmed else "quiet") if status is Status.OK else str(status)
             self.counts[key] += 1
 
-    def _settle(self, conn: _Conn, now: float | None = None) -> None:
-        """Resolve `ok` what has been quiet long enough on an open, flowing connection."""
-        closing = now is not None
-        now = time.monotonic() if now is None else now
-        if not closing:
-            if conn.busy_since is not None and now - conn.busy_since > STALL:
-                conn.stall_at = now
-            elif _unacked(conn.sock):
-                conn.stall_at = now
-        if now - conn.stall_at < self.quiet_period:
-            return
-        done = self.cache.settle(now - self.quiet_period)
+    def _settle(self, conn: _Conn, closed_at: float | None = None) -> None:
+        """Resolve `ok` what has been on the gateway's side for the quiet period."""
+        if closed_at is None:
+            # what our kernel still holds unacknowledged has not reached the gateway; TLS adds
+            # bytes, so this undercounts what has: never too early
+            reached: int | None = max(0, conn.flushed - _unacked(conn.sock))
+            now = time.monotonic()
+        else:
+            reached, now = None, closed_at
+        done = self.cache.settle(reached, now, self.quiet_period)
         for it in done:
             self._resolve(it, Status.OK)
         if done:
@@ -350,21 +347,19 @@ class BinaryClient(Provider):
                 while it is not None:
                     if not it.result.ready() or it.redeliver:
                         ident = next(self._ids)
-                        chunks.append(it.encode(ident))
+                        data = it.encode(ident)
+                        chunks.append(data)
                         it.attempts += 1
                         it.redeliver = False
+                        conn.queued += len(data)
                         # cached before it is written: an error may name it at once
-                        self.cache.add(ident, it, time.monotonic())
+                        self.cache.add(ident, it, conn.queued)
                         batch.append(it)
                     it = self._more() if len(batch) < BATCH else None
                 if not chunks:
                     continue
-                started = conn.busy_since = time.monotonic()
                 conn.sock.sendall(b"".join(chunks))
-                conn.busy_since = None
-                ended = time.monotonic()
-                if ended - started > STALL:
-                    conn.stall_at = ended
+                conn.flushed = conn.queued
                 self.counts["written"] += len(batch)
                 if self.transmitted:
                     for it in batch:
