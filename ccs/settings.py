@@ -175,7 +175,7 @@ REGISTRY: tuple[Setting, ...] = (
        minimum=1),
     _s("apns.binary_wait", "CCS_APNS_BINARY_WAIT", "float", None,
        "binary interface: seconds the writer waits for room before the cache doubles; "
-       "default 0.5", minimum=0),
+       "default 0.1", minimum=0),
     _s("apns.binary_quiet", "CCS_APNS_BINARY_QUIET", "float", None,
        "binary interface: seconds without an error response after which a notification is "
        "ok (the gateway never confirms); default 1.0", minimum=0.001),

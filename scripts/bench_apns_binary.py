@@ -9,7 +9,7 @@ certificates, loopback):
 - burst: the issue's run: half command 2 then half command 1, every 50th token invalid
   (error 8 and close), Shutdown (10) after every 250 accepted. Outcomes are counted against
   what the gateway accepted.
-Usage: scripts/bench_apns_binary.py [-n 20000] [--burst 1000]
+Usage: scripts/bench_apns_binary.py [-n 20000] [--burst 1000] [--cache N] [--wait S] [--quiet S]
 Last line: result: raw_per_s=<n> ours_per_s=<n> burst_per_s=<n> burst_lost=<n>
 """
 
@@ -108,12 +108,12 @@ def run_raw(pki_dir: str, count: int) -> dict:
 
 
 def run_ours(pki_dir: str, count: int, bad_every: int = 0, shutdown_every: int = 0,
-             probe: bool = True) -> dict:
+             probe: bool = True, **kw: float) -> dict:
     from http_fallback.apns.binary.client import BinaryClient
     from http_fallback.apns.model import Notification
 
     gw = Gateway(pki_dir, count, bad_every, shutdown_every)
-    client = BinaryClient("127.0.0.1", gw.port, context(pki_dir), reconnect_base=0.01)
+    client = BinaryClient("127.0.0.1", gw.port, context(pki_dir), reconnect_base=0.01, **kw)
     client.start()
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     results = []
@@ -147,6 +147,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", "--count", type=int, default=20000)
     ap.add_argument("--burst", type=int, default=1000)
+    ap.add_argument("--cache", type=int, default=None, help="cache_length (client default)")
+    ap.add_argument("--wait", type=float, default=None, help="cache_wait (client default)")
+    ap.add_argument("--quiet", type=float, default=None, help="quiet_period (client default)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--pki", help=argparse.SUPPRESS)
     ap.add_argument("--bad-every", type=int, default=0, help=argparse.SUPPRESS)
@@ -161,9 +164,12 @@ def main() -> None:
 
         make_test_pki(pki_dir)
         n = args.count
+        kw = {k: v for k, v in (("cache_length", args.cache), ("cache_wait", args.wait),
+                                ("quiet_period", args.quiet)) if v is not None}
         raw = run_raw(pki_dir, n)
-        ours = run_ours(pki_dir, n)
-        burst = run_ours(pki_dir, args.burst, bad_every=50, shutdown_every=250, probe=False)
+        ours = run_ours(pki_dir, n, **kw)
+        burst = run_ours(pki_dir, args.burst, bad_every=50, shutdown_every=250, probe=False,
+                         **kw)
     for name, r, count in (("raw", raw, n), ("ours", ours, n), ("burst", burst, args.burst)):
         r["per_s"] = round(count / r["elapsed"])
         r["cpu_us_per_msg"] = round(r["cpu"] / count * 1e6, 1)

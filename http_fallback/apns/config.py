@@ -50,7 +50,7 @@ class ApnsConfig:
     feedback_port: int = 2196
     binary_command: int = 2  # 2 (frames of items) or 1 (enhanced format)
     binary_cache_length: int = 1000  # unresolved notifications before the writer waits
-    binary_cache_wait: float = 0.5  # seconds the writer waits for room before the cache grows
+    binary_cache_wait: float = 0.1  # seconds the writer waits for room before the cache grows
     binary_quiet_period: float = 1.0  # seconds without an error after which a write is ok
 
     def __post_init__(self) -> None:
@@ -133,7 +133,7 @@ class ApnsConfig:
             "feedback_port": num("CCS_APNS_FEEDBACK_PORT", 2196),
             "binary_command": num("CCS_APNS_BINARY_COMMAND", 2),
             "binary_cache_length": num("CCS_APNS_BINARY_CACHE", 1000),
-            "binary_cache_wait": fnum("CCS_APNS_BINARY_WAIT", 0.5),
+            "binary_cache_wait": fnum("CCS_APNS_BINARY_WAIT", 0.1),
             "binary_quiet_period": fnum("CCS_APNS_BINARY_QUIET", 1.0),
         }
         kw.update(overrides)

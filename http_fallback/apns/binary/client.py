@@ -119,7 +119,7 @@ class BinaryClient(Provider):
 
     def __init__(self, host: str, port: int, context: ssl.SSLContext,
                  server_hostname: str | None = None, cache_length: int = 1000,
-                 cache_wait: float = 0.5, payload_limit: int = MAX_PAYLOAD, command: int = 2,
+                 cache_wait: float = 0.1, payload_limit: int = MAX_PAYLOAD, command: int = 2,
                  quiet_period: float = 1.0, connect_timeout: float = 10.0,
                  reconnect_base: float = 0.5, reconnect_cap: float = 30.0) -> None:
         super().__init__()
