@@ -52,6 +52,9 @@ def test_apns_binary_lane_through_the_gateway(pki: Any, tmp_path: Path) -> None:
             with pytest.raises(ValueError) as exc:
                 sup.enqueue({"to": tok(5), "colour": "red"}, via="apns-binary")
             assert "colour" in str(exc.value)
+            with pytest.raises(ValueError) as exc:
+                sup.enqueue({"to": tok(5), "alert": "x", "collapse_id": "c"}, via="apns-binary")
+            assert "collapse_id" in str(exc.value)
         finally:
             sup.stop()
 

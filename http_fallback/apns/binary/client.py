@@ -77,6 +77,15 @@ def _unacked(sock: Any) -> int:
         return 0
 
 
+def check_fields(n: Notification) -> None:
+    """NotificationError naming a field the binary interface cannot carry."""
+    for name in _NO_FIELD:
+        if getattr(n, name) is not None:
+            raise NotificationError(name, "the binary interface has no such field")
+    if n.priority not in (None, 5, 10):
+        raise NotificationError("priority", "the binary interface takes 10 or 5")
+
+
 class _Item:
     __slots__ = ("token", "payload", "expiry", "priority", "command", "result", "attempts",
                  "redeliver")
@@ -216,11 +225,7 @@ class BinaryClient(Provider):
     def _item(self, n: Notification) -> _Item:
         if not n.device:
             raise NotificationError("device", "missing device token")
-        for name in _NO_FIELD:
-            if getattr(n, name) is not None:
-                raise NotificationError(name, "the binary interface has no such field")
-        if n.priority not in (None, 5, 10):
-            raise NotificationError("priority", "the binary interface takes 10 or 5")
+        check_fields(n)
         payload = encode_payload(n.to_payload())
         if len(payload) > self.payload_limit:
             raise NotificationError("payload", f"{len(payload)} bytes exceeds the "
