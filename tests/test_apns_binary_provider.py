@@ -98,3 +98,14 @@ def test_ccs_send_needs_a_certificate_and_a_reachable_gateway(pki: Any) -> None:
     res = run_ccs(["send", "--via", "apns-binary", "--apns-token", tok(1), "--alert", "x",
                    "--connect-timeout", "1"], env=env)
     assert res.returncode == 3 and "could not reach apns-binary" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("var, value", [("CCS_APNS_BINARY_QUIET", "soon"),
+                                        ("CCS_APNS_BINARY_COMMAND", "3"),
+                                        ("CCS_APNS_BINARY_CACHE", "0")])
+def test_a_bad_binary_setting_is_named(pki: Any, var: str, value: str) -> None:
+    env = {"CCS_APNS_CERT": pki.client_cert_file, "CCS_APNS_CERT_KEY": pki.client_key_file,
+           var: value}
+    res = run_ccs(["send", "--via", "apns-binary", "--apns-token", tok(1), "--alert", "x"],
+                  env=env)
+    assert res.returncode == 2 and var in res.stderr and "Traceback" not in res.stderr, res.stderr

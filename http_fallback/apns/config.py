@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 PRODUCTION = "api.push.apple.com"
 SANDBOX = "api.sandbox.push.apple.com"
@@ -93,23 +94,15 @@ class ApnsConfig:
     def from_env(cls, environ: Mapping[str, str], **overrides: object) -> ApnsConfig:
         """Read CCS_APNS_* (and CCS_CA_FILE); a malformed number names its variable."""
 
-        def num(name: str, default: int) -> int:
+        def num(name: str, default: Any, kind: type = int) -> Any:
             raw = environ.get(name)
             if raw in (None, ""):
                 return default
             try:
-                return int(raw)
+                return kind(raw)
             except ValueError:
-                raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-
-        def fnum(name: str, default: float) -> float:
-            raw = environ.get(name)
-            if raw in (None, ""):
-                return default
-            try:
-                return float(raw)
-            except ValueError:
-                raise ValueError(f"{name} must be a number, got {raw!r}") from None
+                what = "an integer" if kind is int else "a number"
+                raise ValueError(f"{name} must be {what}, got {raw!r}") from None
 
         sandbox = environ.get("CCS_APNS_SANDBOX", "") in ("1", "true", "yes")
         kw: dict[str, object] = {
@@ -133,8 +126,8 @@ class ApnsConfig:
             "feedback_port": num("CCS_APNS_FEEDBACK_PORT", 2196),
             "binary_command": num("CCS_APNS_BINARY_COMMAND", 2),
             "binary_cache_length": num("CCS_APNS_BINARY_CACHE", 1000),
-            "binary_cache_wait": fnum("CCS_APNS_BINARY_WAIT", 0.1),
-            "binary_quiet_period": fnum("CCS_APNS_BINARY_QUIET", 1.0),
+            "binary_cache_wait": num("CCS_APNS_BINARY_WAIT", 0.1, float),
+            "binary_quiet_period": num("CCS_APNS_BINARY_QUIET", 1.0, float),
         }
         kw.update(overrides)
         return cls(**kw)  # type: ignore[arg-type]
