@@ -184,6 +184,9 @@ class BinaryClient(Provider):
             gevent.sleep(0.01)
         self._running = False
         self._group.kill(timeout=2)
+        if self._conn is not None:  # killed while connected: _run could not close it
+            self._conn.sock.close()
+            self._conn = None
         for it in self.cache.clear():
             self._resolve(it, Status.UNKNOWN, "Stopped")
         for it in [*self._front, *self._queue.queue]:
