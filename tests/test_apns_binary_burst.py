@@ -159,7 +159,7 @@ def test_slow_reads_delay_the_quiet_period_so_a_deep_error_is_still_exact(pki):
 def test_an_error_after_the_quiet_period_still_resends_what_followed(pki):
     """Legal but unkind: the error response comes after our quiet period. The named one was
     already reported ok (counted as a late error), but what followed it goes out again."""
-    with HostileBinary(pki, reject={tok(5): 8}, error_delay=0.6) as server:
+    with HostileBinary(pki, reject={tok(5): 8}, error_delay=1.5) as server:
         c = client(pki, server, quiet_period=0.2)
         events = []
         c.token_events.add(events.append)
