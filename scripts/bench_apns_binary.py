@@ -6,10 +6,14 @@ certificates, loopback):
 - ours: BinaryClient, the same count, no errors;
   both end with one invalid token, whose error response confirms everything before it, so
   the clock stops when the gateway has processed all of them;
+- gateway-500, gateway-5000: the whole gateway (SQLite outbox) on an apns-binary lane with
+  CCS_PROVIDER_CONCURRENCY 500 (default) and 5000: each message holds a slot until its outcome,
+  which on clean traffic is the quiet period;
 - burst: the issue's run: half command 2 then half command 1, every 50th token invalid
   (error 8 and close), Shutdown (10) after every 250 accepted. Outcomes are counted against
   what the gateway accepted.
-Usage: scripts/bench_apns_binary.py [-n 20000] [--burst 1000] [--cache N] [--wait S] [--quiet S]
+Usage: scripts/bench_apns_binary.py [-n 20000] [--burst 1000] [--gateway 3000] [--cache N]
+                                    [--wait S] [--quiet S]
 Last line: result: raw_per_s=<n> ours_per_s=<n> burst_per_s=<n> burst_lost=<n>
 """
 
@@ -138,6 +142,31 @@ def run_ours(pki_dir: str, count: int, bad_every: int = 0, shutdown_every: int =
             **served}
 
 
+def run_gateway(pki_dir: str, count: int, concurrency: int) -> dict:
+    """The whole gateway: enqueue `count` on an apns-binary lane, wait for every outcome."""
+    from ccs.settings import Settings
+    from ccs.supervisor import Supervisor
+
+    gw = Gateway(pki_dir, count)
+    p = Path(pki_dir)
+    settings = Settings.defaults().replace(
+        admin__enabled=False, gateway__providers=["apns-binary"], ccs__ca_file=str(p / "ca.pem"),
+        apns__legacy_host="127.0.0.1", apns__legacy_port=gw.port,
+        apns__cert=str(p / "client.pem"), apns__cert_key=str(p / "client.key"),
+        outbox__path=str(p.parent / f"outbox-{concurrency}.sqlite"),
+        gateway__concurrency=concurrency)
+    sup = Supervisor(settings).start()
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    ids = sup.enqueue_many([{"to": tok(i), "alert": f"notification {i}", "badge": 1}
+                            for i in range(1, count + 1)], via="apns-binary")
+    outs = [sup.result(i).get(timeout=300) for i in ids]
+    elapsed = time.perf_counter() - t0
+    cpu = _cpu(r0)
+    sup.stop()
+    return {"elapsed": elapsed, "cpu": cpu, "concurrency": concurrency,
+            "outcomes": dict(Counter(str(o.status) for o in outs)), **gw.finish()}
+
+
 def _cpu(r0) -> float:
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     return (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
@@ -150,6 +179,8 @@ def main() -> None:
     ap.add_argument("--cache", type=int, default=None, help="cache_length (client default)")
     ap.add_argument("--wait", type=float, default=None, help="cache_wait (client default)")
     ap.add_argument("--quiet", type=float, default=None, help="quiet_period (client default)")
+    ap.add_argument("--gateway", type=int, default=3000,
+                    help="notifications through the whole gateway (0: skip)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--pki", help=argparse.SUPPRESS)
     ap.add_argument("--bad-every", type=int, default=0, help=argparse.SUPPRESS)
@@ -170,7 +201,12 @@ def main() -> None:
         ours = run_ours(pki_dir, n, **kw)
         burst = run_ours(pki_dir, args.burst, bad_every=50, shutdown_every=250, probe=False,
                          **kw)
-    for name, r, count in (("raw", raw, n), ("ours", ours, n), ("burst", burst, args.burst)):
+        runs = [("raw", raw, n), ("ours", ours, n), ("burst", burst, args.burst)]
+        if args.gateway:
+            for conc in (500, 5000):
+                runs.append((f"gateway-{conc}", run_gateway(pki_dir, args.gateway, conc),
+                             args.gateway))
+    for name, r, count in runs:
         r["per_s"] = round(count / r["elapsed"])
         r["cpu_us_per_msg"] = round(r["cpu"] / count * 1e6, 1)
         print(name, json.dumps({k: round(v, 3) if isinstance(v, float) else v
