@@ -106,7 +106,7 @@ def test_error_response_resends_what_followed(pki, gateway, command):
 def test_a_tiny_cache_still_gives_exact_outcomes(pki, gateway):
     """node-apn lost what fell out of its cache (cacheTooSmall); ours waits for room."""
     client = BinaryClient("127.0.0.1", gateway.gateway_port, context(pki), cache_length=2,
-                          cache_wait=5.0, quiet_period=1.0, reconnect_base=0.01)
+                          cache_wait=5.0, quiet_period=0.3, reconnect_base=0.01)
     bad = "77" * 32
     gateway.reject(bad, 8)
     tokens = [bad] + [f"{i:02x}" * 32 for i in range(1, 8)]
