@@ -28,6 +28,7 @@ BUILTIN = {
     "c2dm": ("http_fallback.c2dm", "C2dmClient", "C2dmConfig"),
     "mpns": ("http_fallback.mpns", "MpnsClient", "MpnsConfig"),
     "apns": ("http_fallback.apns", "ApnsClient", "ApnsConfig"),
+    "apns-binary": ("http_fallback.apns.binary", "BinaryClient", "ApnsConfig"),
 }
 
 # name -> (module, message class, renames of stored keys; None drops the key)
@@ -37,6 +38,8 @@ MODELS: dict[str, tuple[str, str, dict[str, str | None]]] = {
     "c2dm": ("http_fallback.c2dm.model", "C2dmMessage",
              {"message_id": "id", "to": "registration_id"}),
     "apns": ("http_fallback.apns.model", "Notification", {"to": "device", "message_id": None}),
+    "apns-binary": ("http_fallback.apns.model", "Notification",
+                    {"to": "device", "message_id": None}),
 }
 
 _factories: dict[str, Factory] = {}
@@ -115,10 +118,24 @@ def _mpns_adapter(payload: Mapping[str, Any]) -> Any:
     return message({**rest, "notification": note})
 
 
+def _apns_binary_adapter(payload: Mapping[str, Any]) -> Any:
+    """A Notification, refusing fields the binary interface has no place for."""
+    from http_fallback.apns.binary.client import check_fields
+
+    module, cls_name, renames = MODELS["apns-binary"]
+    note = _dataclass_adapter(getattr(importlib.import_module(module), cls_name), renames)(
+        payload)
+    check_fields(note)
+    return note
+
+
 def adapter_for(name: str) -> Adapter | None:
     """How to turn a stored message into provider `name`'s message; None: pass the dict."""
     if name in _adapters:
         return _adapters[name]
+    if name == "apns-binary":
+        _adapters[name] = _apns_binary_adapter
+        return _apns_binary_adapter
     if name == "mpns":
         try:
             import http_fallback.mpns  # noqa: F401

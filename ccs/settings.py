@@ -41,12 +41,12 @@ def _s(key: str, env: str, type_: str, default: Any, meaning: str, **kw: Any) ->
 
 
 PORT = {"minimum": 0, "maximum": 65535}
-PROVIDER_NAMES = ("ccs", "http", "legacy", "c2dm", "mpns", "apns")
+PROVIDER_NAMES = ("ccs", "http", "legacy", "c2dm", "mpns", "apns", "apns-binary")
 
 REGISTRY: tuple[Setting, ...] = (
     # the gateway itself
     _s("gateway.providers", "CCS_PROVIDERS", "list", ["ccs"],
-       "providers to start, comma-separated: ccs, http, legacy, c2dm, mpns, apns"),
+       "providers to start, comma-separated: ccs, http, legacy, c2dm, mpns, apns, apns-binary"),
     _s("gateway.plugins", "CCS_PLUGINS", "list", [],
        "Python modules to import before providers are built (they may call "
        "ccs.providers.register)"),
@@ -167,6 +167,18 @@ REGISTRY: tuple[Setting, ...] = (
        minimum=1),
     _s("apns.legacy_host", "CCS_APNS_LEGACY_HOST", "str", None, "binary interface host"),
     _s("apns.legacy_port", "CCS_APNS_LEGACY_PORT", "int", None, "binary interface port", **PORT),
+    _s("apns.binary_command", "CCS_APNS_BINARY_COMMAND", "int", None,
+       "binary interface: 2 (frames of items) or 1 (enhanced format); default 2",
+       minimum=1, maximum=2),
+    _s("apns.binary_cache", "CCS_APNS_BINARY_CACHE", "int", None,
+       "binary interface: unresolved notifications before the writer waits; default 1000",
+       minimum=1),
+    _s("apns.binary_wait", "CCS_APNS_BINARY_WAIT", "float", None,
+       "binary interface: seconds the writer waits for room before the cache doubles; "
+       "default 0.1", minimum=0),
+    _s("apns.binary_quiet", "CCS_APNS_BINARY_QUIET", "float", None,
+       "binary interface: seconds without an error response after which a notification is "
+       "ok (the gateway never confirms); default 1.0", minimum=0.001),
     _s("apns.feedback_host", "CCS_APNS_FEEDBACK_HOST", "str", None, "feedback service host"),
     _s("apns.feedback_port", "CCS_APNS_FEEDBACK_PORT", "int", None, "feedback service port",
        **PORT),

@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 
 from ccs.outcome import Status, TokenEventKind
 from http_fallback.apns.auth import certificate_context
-from http_fallback.apns.binary.cache import SentCache
 from http_fallback.apns.binary.client import BinaryClient
 from http_fallback.apns.binary.emulator import BinaryEmulator
 from http_fallback.apns.binary.feedback import Feedback
@@ -68,25 +67,6 @@ def test_error_and_feedback_parsing():
     assert rest == b"\x00\x01"
 
 
-def test_cache_splits_at_the_error_and_grows_when_too_small():
-    cache = SentCache(size=3)
-    for i in range(1, 6):
-        cache.add(i, f"n{i}")
-    res = cache.on_error(4)
-    assert res.failed == "n4" and res.resend == ["n5"] and not res.lost
-    assert res.accepted == ["n3"]
-    for i in range(6, 12):
-        cache.add(i, f"n{i}")
-    res = cache.on_error(2)  # long gone
-    assert res.failed is None and res.resend == ["n9", "n10", "n11"]
-    assert res.lost == 7 and res.grew_to == 3 + 7 + 10
-    shut = SentCache(size=5)
-    for i in range(1, 4):
-        shut.add(i, i)
-    res = shut.on_error(2, shutdown=True)
-    assert res.resend == [3] and res.accepted == [1, 2] and res.failed is None
-
-
 @pytest.fixture
 def gateway(pki):
     with BinaryEmulator(pki) as emu:
@@ -123,21 +103,22 @@ def test_error_response_resends_what_followed(pki, gateway, command):
         client.stop()
 
 
-def test_cache_too_small_is_reported_and_adjusted(pki, gateway):
+def test_a_tiny_cache_still_gives_exact_outcomes(pki, gateway):
+    """node-apn lost what fell out of its cache (cacheTooSmall); ours waits for room."""
     client = BinaryClient("127.0.0.1", gateway.gateway_port, context(pki), cache_length=2,
-                          quiet_period=1.0, reconnect_base=0.01)
-    lost = []
-    client.cache_too_small.add(lost.append)
+                          cache_wait=5.0, quiet_period=0.3, reconnect_base=0.01)
     bad = "77" * 32
     gateway.reject(bad, 8)
     tokens = [bad] + [f"{i:02x}" * 32 for i in range(1, 8)]
     client.start()
     try:
-        outs = [r.get(10) for r in [client.send(Notification(device=t, alert="x"))
+        outs = [r.get(20) for r in [client.send(Notification(device=t, alert="x"))
                                     for t in tokens]]
-        assert lost and lost[0] >= 1 and client.cache.size > 2
-        assert outs[-1].ok and outs[-2].ok  # still cached: re-sent and accepted
-        assert outs[0].status is Status.UNKNOWN and outs[0].error == "CacheTooSmall"
+        assert outs[0].status is Status.FAILED and outs[0].error == "InvalidToken"
+        assert all(o.ok for o in outs[1:])
+        accepted = [s.token for s in gateway.seen if s.status == 0]
+        assert sorted(accepted) == sorted(tokens[1:])
+        assert client.cache.size == 2 and client.counts["cache_waits"] >= 1
     finally:
         client.stop()
 

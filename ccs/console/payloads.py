@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from ccs.message import build_message
 from ccs.router import ccs_to_fcm_v1
 
-VIAS = ("ccs", "http", "legacy", "c2dm", "mpns", "apns")
+VIAS = ("ccs", "http", "legacy", "c2dm", "mpns", "apns", "apns-binary")
 FCM_VIAS = ("ccs", "http", "legacy")  # the ones that take --topic / --condition
 
 
@@ -133,9 +133,20 @@ def apns_json(target: str | None, o: Options) -> dict[str, Any]:
     return msg
 
 
+def apns_binary_json(target: str | None, o: Options) -> dict[str, Any]:
+    """The binary interface carries token, payload, expiry and priority (10 or 5) only."""
+    for opt, value in (("--push-type", o.push_type), ("--collapse-id", o.collapse_id),
+                       ("--topic-suffix", o.apns_topic)):
+        if value is not None:
+            raise OptionError(opt, "the APNs binary interface has no such field")
+    if o.priority == "1":
+        raise OptionError("--priority", "the APNs binary interface takes 10 or 5")
+    return apns_json(target, o)
+
+
 BUILDERS: dict[str, Callable[[str | None, Options], dict[str, Any]]] = {
     "ccs": ccs_json, "http": fcm_v1_json, "legacy": legacy_json, "c2dm": c2dm_json,
-    "mpns": mpns_json, "apns": apns_json,
+    "mpns": mpns_json, "apns": apns_json, "apns-binary": apns_binary_json,
 }
 
 
@@ -162,4 +173,9 @@ def endpoints(via: str, env: dict[str, str], first_target: str | None) -> list[t
         host = env.get("CCS_APNS_HOST") or (
             "api.sandbox.push.apple.com" if sandbox else "api.push.apple.com")
         return [(host, int(env.get("CCS_APNS_PORT") or 443))]
+    if via == "apns-binary":
+        sandbox = env.get("CCS_APNS_SANDBOX", "").lower() in ("1", "true", "yes")
+        host = env.get("CCS_APNS_LEGACY_HOST") or (
+            "gateway.sandbox.push.apple.com" if sandbox else "gateway.push.apple.com")
+        return [(host, int(env.get("CCS_APNS_LEGACY_PORT") or 2195))]
     return []

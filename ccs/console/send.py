@@ -110,6 +110,8 @@ def _pick_via(via: str | None, kinds: dict[str, bool]) -> str:
     if len(implied) > 1 or (implied and kinds["tokens"]):
         raise click.UsageError("give one kind of target: tokens, --mpns-uri, --apns-token or "
                                "--c2dm-registration-id")
+    if implied == ["apns"] and via == "apns-binary":
+        return via  # APNs tokens, through the binary interface
     if implied:
         if via is not None and via != implied[0]:
             raise click.UsageError(f"--via {via} does not take {implied[0]} targets")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 PRODUCTION = "api.push.apple.com"
 SANDBOX = "api.sandbox.push.apple.com"
@@ -48,6 +49,10 @@ class ApnsConfig:
     legacy_port: int = 2195
     feedback_host: str = "feedback.push.apple.com"
     feedback_port: int = 2196
+    binary_command: int = 2  # 2 (frames of items) or 1 (enhanced format)
+    binary_cache_length: int = 1000  # unresolved notifications before the writer waits
+    binary_cache_wait: float = 0.1  # seconds the writer waits for room before the cache grows
+    binary_quiet_period: float = 1.0  # seconds without an error after which a write is ok
 
     def __post_init__(self) -> None:
         self.validate()
@@ -77,19 +82,27 @@ class ApnsConfig:
                 raise ValueError(f"ApnsConfig.{name} must be > 0")
         if self.retries < 0:
             raise ValueError("ApnsConfig.retries must be >= 0")
+        if self.binary_command not in (1, 2):
+            raise ValueError("ApnsConfig.binary_command must be 1 or 2")
+        if self.binary_cache_length < 1:
+            raise ValueError("ApnsConfig.binary_cache_length must be >= 1")
+        if self.binary_quiet_period <= 0 or self.binary_cache_wait < 0:
+            raise ValueError("ApnsConfig.binary_quiet_period must be > 0 and "
+                             "binary_cache_wait >= 0")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: object) -> ApnsConfig:
         """Read CCS_APNS_* (and CCS_CA_FILE); a malformed number names its variable."""
 
-        def num(name: str, default: int) -> int:
+        def num(name: str, default: Any, kind: type = int) -> Any:
             raw = environ.get(name)
             if raw in (None, ""):
                 return default
             try:
-                return int(raw)
+                return kind(raw)
             except ValueError:
-                raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+                what = "an integer" if kind is int else "a number"
+                raise ValueError(f"{name} must be {what}, got {raw!r}") from None
 
         sandbox = environ.get("CCS_APNS_SANDBOX", "") in ("1", "true", "yes")
         kw: dict[str, object] = {
@@ -111,6 +124,10 @@ class ApnsConfig:
             "feedback_host": environ.get("CCS_APNS_FEEDBACK_HOST") or (
                 "feedback.sandbox.push.apple.com" if sandbox else "feedback.push.apple.com"),
             "feedback_port": num("CCS_APNS_FEEDBACK_PORT", 2196),
+            "binary_command": num("CCS_APNS_BINARY_COMMAND", 2),
+            "binary_cache_length": num("CCS_APNS_BINARY_CACHE", 1000),
+            "binary_cache_wait": num("CCS_APNS_BINARY_WAIT", 0.1, float),
+            "binary_quiet_period": num("CCS_APNS_BINARY_QUIET", 1.0, float),
         }
         kw.update(overrides)
         return cls(**kw)  # type: ignore[arg-type]

@@ -1,1 +1,14 @@
 """The APNs binary interface (retired by Apple on 31 March 2021) and its feedback service."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def create_provider(environ: Mapping[str, str]) -> Any:
+    """The `apns-binary` provider from CCS_APNS_* (certificate auth, CCS_APNS_LEGACY_*)."""
+    from http_fallback.apns.binary.client import BinaryClient
+    from http_fallback.apns.config import ApnsConfig
+
+    return BinaryClient.from_config(ApnsConfig.from_env(environ))
