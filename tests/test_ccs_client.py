@@ -101,7 +101,10 @@ def test_retryable_nacks_are_retried_with_backoff(emu, code):
 
 def test_retryable_nack_past_the_ttl_expires(emu):
     emu.set_token_error("flaky", "SERVICE_UNAVAILABLE")
-    with client_for(emu, retry_initial=0.5, zero_ttl_grace=0.1) as client:
+    # The grace starts at send: wait for the session first, so it is the nacks that use it up
+    # (a slow login under load once expired the message before any nack came).
+    with client_for(emu, retry_initial=0.5, zero_ttl_grace=0.3) as client:
+        assert client.wait_ready(timeout=5)
         out = client.send(build_message("flaky", time_to_live=0)).get(timeout=5)
     assert out.status is Status.EXPIRED and out.error == "SERVICE_UNAVAILABLE"
 
