@@ -77,6 +77,7 @@ class Inbound:
         while True:
             self._wake.clear()
             busy = False
+            wait = poll
             for kind, listeners in ((UPSTREAM, self.upstream), (RECEIPT, self.receipts)):
                 events = self.store.pending_events(kind, self.clock(), limit=500)
                 done = []
@@ -84,9 +85,10 @@ class Inbound:
                     errors = listeners.emit_all(InboundRecord(e.seq, kind, e.body))
                     if errors:  # e.g. the app could not store its answer: hand it over again
                         self.retried += 1
-                        now = self.clock()
-                        self.store.event_retry(e.seq, now + min(RETRY_MAX, 2.0 ** e.attempts),
+                        now, delay = self.clock(), min(RETRY_MAX, 2.0 ** e.attempts)
+                        self.store.event_retry(e.seq, now + delay,
                                                f"{type(errors[0]).__name__}: {errors[0]}", now)
+                        wait = min(wait, delay)
                         continue
                     done.append(e.seq)
                     self.bus.publish(kind, {"id": e.seq, **e.body})
@@ -94,4 +96,8 @@ class Inbound:
                     self.store.event_done(done, self.clock())
                 busy = busy or bool(done)
             if not busy:
-                self._wake.wait(timeout=poll)
+                self._wake.wait(timeout=wait)
+
+    def wake(self) -> None:
+        """Look for pending records now (the loop also looks every `poll` seconds)."""
+        self._wake.set()

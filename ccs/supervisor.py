@@ -142,8 +142,8 @@ class Supervisor:
             log.warning("%d messages were in flight at the last stop; sending them again",
                         self.recovered)
         self.inbound = Inbound(store, self.bus, self.clock)
-        self.inbound.upstream.add(self.upstream.emit)
-        self.inbound.receipts.add(self.receipts.emit)
+        self.inbound.upstream = self.upstream  # the app's handlers; one raising means "again"
+        self.inbound.receipts = self.receipts
         self.feedback = Feedback(store, self.bus, webhook, self.clock)
         self.feedback.listeners.add(self.token_events.emit)
         for name, provider in built.items():
