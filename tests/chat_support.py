@@ -91,9 +91,9 @@ class Server:
         return "\n".join(self.log)
 
 
-def gunicorn(env: dict[str, str], workers: int = 2) -> Server:
+def gunicorn(env: dict[str, str], workers: int = 2, extra: list[str] | None = None) -> Server:
     return Server([GUNICORN, "-c", "examples/chat/gunicorn.conf.py", "-b", "127.0.0.1:0",
-                   "-w", str(workers)], env)
+                   "-w", str(workers), *(extra or [])], env)
 
 
 def pywsgi(env: dict[str, str]) -> Server:

@@ -195,8 +195,10 @@ def test_start_and_stop_are_idempotent() -> None:
     ccs.gate.clear()  # hold sends: stop has something to put back
     ids = sup.enqueue_many([{"to": f"t{i}"} for i in range(5)])
     wait_until(lambda: sum(sup.dispatcher.in_flight().values()) == 5, what="in flight")
+    began = time.monotonic()
     results = [gevent.spawn(sup.stop, 0.2), gevent.spawn(sup.stop, 0.2)]
     gevent.joinall(results, raise_error=True)
+    assert time.monotonic() - began < 3  # held sends do not hold the stop past its deadline
     assert sorted(results[0].value) == sorted(results[1].value) == sorted(ids)
     assert sorted(sup.stop()) == sorted(ids)  # a third call: the same answer
     assert ccs.stopped == 1 and not sup.running

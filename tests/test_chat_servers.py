@@ -4,6 +4,7 @@ gevent.pywsgi (one process, SQLite), against the CCS emulator; deploys and kills
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections import Counter
@@ -227,6 +228,46 @@ def test_gunicorn_worker_sigkilled_in_the_middle_loses_nothing(emu: CcsEmulator,
 
     workers = deploy_under_load(emu, redis_url, kill, "kill")
     assert len(workers) == 2 and killed[0] not in workers
+
+
+def test_gunicorn_stop_fits_the_graceful_timeout_and_puts_unsent_messages_back(
+        emu: CcsEmulator, redis_url: str) -> None:
+    """CCS stops answering; the master is told to stop with a 4 s graceful timeout. Each worker
+    stops its gateway within what is left (not its 5 s stop timeout: the master would SIGKILL
+    it first), putting every unanswered message back; the next start sends them."""
+    store = RedisStore(redis_url)
+    env = chat_env(emu, redis_url)
+    server = gunicorn(env, extra=["--graceful-timeout", "4"])
+    try:
+        load = Load(server.url())
+        wait_gateways(store, emu, 2)
+        emu.set_faults(stall=True)
+        ids = [f"s{i:03d}" for i in range(50)]
+        load.run(ids)
+        wait_until(lambda: store.counts()["in_flight"] == 50, what="all 50 in flight")
+        began = time.monotonic()
+        rc = server.stop()
+        took = time.monotonic() - began
+        load.close()
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+    assert rc == 0, server.text()[-3000:]
+    assert took < 4 + 2, took  # the master's own deadline, and it never had to kill
+    assert "Worker graceful timeout" not in server.text()
+    c = store.counts()
+    assert (c["in_flight"], c["queued"], c["resent"]) == (0, 50, 50), c
+    put_back = [int(m) for m in re.findall(r"(\d+) in-flight messages put back", server.text())]
+    assert len(put_back) == 2 and sum(put_back) == 50, put_back
+    emu.set_faults(stall=False)
+    again = gunicorn(env)
+    try:
+        again.url()
+        wait_until(lambda: store.counts()["ok"] == 50, timeout=60, what="sent after restart")
+    finally:
+        assert again.stop() == 0
+        store.close()
+    assert set(ids) <= set(emu.record.downstream_ids())
 
 
 def test_gunicorn_refuses_several_workers_on_one_sqlite_file(emu: CcsEmulator,

@@ -63,7 +63,7 @@ def worker_exit(server, worker):
     if app is None or not app.gateway.running:
         return  # the master (it calls this hook too), or a worker that never started one
     told = getattr(worker, "ccs_told_at", None) or time.monotonic()
-    left_s = graceful_timeout - (time.monotonic() - told) - STOP_MARGIN
+    left_s = worker.cfg.graceful_timeout - (time.monotonic() - told) - STOP_MARGIN
     stop_timeout = app.gateway.supervisor.settings["gateway.stop_timeout"]
     started = time.monotonic()
     left = app.gateway.stop(timeout=max(0.0, min(stop_timeout, left_s)))
