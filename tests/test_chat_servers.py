@@ -158,10 +158,10 @@ def test_gunicorn_two_workers_deliver_once_and_answer_each_upstream_once(
     assert server.text().count("ccs gateway stopped in") == 2
 
 
-def deploy_under_load(emu: CcsEmulator, redis_url: str, act: Callable[[Server], None],
-                      what: str) -> list[int]:
+def deploy_under_load(emu: CcsEmulator, redis_url: str, act: Callable[[Server, RedisStore], None],
+                      what: str) -> tuple[list[int], int]:
     """Post 600 messages and 30 upstreams; `act` runs on the server in the middle. Returns
-    the workers running at the end."""
+    the workers running at the end and how many messages were re-sent."""
     store = RedisStore(redis_url)
     server = gunicorn(chat_env(emu, redis_url))
     try:
@@ -176,7 +176,7 @@ def deploy_under_load(emu: CcsEmulator, redis_url: str, act: Callable[[Server], 
                 ups.extend(send_upstreams(emu, 15, f"{what}1"))
             if i == 250:
                 marks["at"] = time.time()
-                act(server)
+                act(server, store)
             if i == 400:
                 ups.extend(send_upstreams(emu, 15, f"{what}2"))
 
@@ -202,32 +202,44 @@ def deploy_under_load(emu: CcsEmulator, redis_url: str, act: Callable[[Server], 
         rc = server.stop()
         store.close()
     assert rc == 0, server.text()[-3000:]
-    return workers
+    return workers, resent
 
 
 def test_gunicorn_graceful_reload_in_the_middle_loses_nothing(emu: CcsEmulator,
                                                               redis_url: str) -> None:
     old: list[int] = []
 
-    def reload(server: Server) -> None:
+    def reload(server: Server, store: RedisStore) -> None:
         old.extend(children(server.pid))
         server.signal(signal.SIGHUP)
 
-    workers = deploy_under_load(emu, redis_url, reload, "hup")
+    workers, _ = deploy_under_load(emu, redis_url, reload, "hup")
     assert len(old) == 2 and len(workers) == 2 and not set(old) & set(workers)
 
 
 def test_gunicorn_worker_sigkilled_in_the_middle_loses_nothing(emu: CcsEmulator,
                                                                redis_url: str) -> None:
+    """Acks come 0.3 s late, so the killed worker holds messages sent and unanswered."""
+    emu.set_faults(ack_delay=0.3)
     killed: list[int] = []
 
-    def kill(server: Server) -> None:
-        pid = children(server.pid)[0]
+    def kill(server: Server, store: RedisStore) -> None:
+        def busy() -> list[dict[str, Any]]:
+            return [g for g in store.gateways() if g.get("in_flight", 0) >= 5]
+        pid = wait_until_value(busy, what="a worker with messages in flight")[0]["pid"]
+        assert pid in children(server.pid)
         killed.append(pid)
         os.kill(pid, signal.SIGKILL)
 
-    workers = deploy_under_load(emu, redis_url, kill, "kill")
+    workers, resent = deploy_under_load(emu, redis_url, kill, "kill")
     assert len(workers) == 2 and killed[0] not in workers
+    assert resent > 0  # it died holding messages; the other worker took them over
+
+
+def wait_until_value(fn: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
+    box: list[Any] = []
+    wait_until(lambda: bool(box.append(fn()) or box[-1]), timeout=timeout, what=what)
+    return box[-1]
 
 
 def test_gunicorn_stop_fits_the_graceful_timeout_and_puts_unsent_messages_back(
