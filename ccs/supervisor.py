@@ -246,10 +246,12 @@ class Supervisor:
         return self.dispatcher.submit(messages, via)
 
     def result(self, id: str) -> SendResult:
+        self._check_process()
         assert self.dispatcher is not None
         return self.dispatcher.result(id)
 
     def status(self, id: str) -> dict[str, Any] | None:
+        self._check_process()
         assert self._store is not None
         r = self._store.get(id)
         return r.as_json() if r else None

@@ -100,8 +100,13 @@ def check_delivered(emu: CcsEmulator, load: Load, get: Callable[[str], Record | 
     """Every accepted message reached the emulator and is ok; returns (messages that
     arrived twice, messages the outbox counts as resent)."""
     ids = set(load.accepted)
-    wait_until(lambda: ids <= set(emu.record.downstream_ids()), timeout=timeout,
-               what="every accepted message delivered")
+    try:
+        wait_until(lambda: ids <= set(emu.record.downstream_ids()), timeout=timeout,
+                   what="every accepted message delivered")
+    except AssertionError:
+        missing = sorted(ids - set(emu.record.downstream_ids()))
+        raise AssertionError(f"{len(missing)} never delivered: " + "; ".join(
+            repr(get(i)) for i in missing[:5])) from None
     wait_until(lambda: all(getattr(get(i), "state", None) == "ok" for i in ids),
                timeout=timeout, what="every message recorded ok")
     seen = Counter(i for i in emu.record.downstream_ids() if i in ids)
@@ -159,11 +164,11 @@ def test_gunicorn_two_workers_deliver_once_and_answer_each_upstream_once(
 
 
 def deploy_under_load(emu: CcsEmulator, redis_url: str, act: Callable[[Server, RedisStore], None],
-                      what: str) -> tuple[list[int], int]:
+                      what: str, **env: str) -> tuple[list[int], int]:
     """Post 600 messages and 30 upstreams; `act` runs on the server in the middle. Returns
     the workers running at the end and how many messages were re-sent."""
     store = RedisStore(redis_url)
-    server = gunicorn(chat_env(emu, redis_url))
+    server = gunicorn(chat_env(emu, redis_url, **env))
     try:
         load = Load(server.url())
         wait_gateways(store, emu, 2)
@@ -196,7 +201,8 @@ def deploy_under_load(emu: CcsEmulator, redis_url: str, act: Callable[[Server, R
         print(f"deploy cost ({what}): {len(ids)} messages + {len(ups)} upstreams; "
               f"re-sent (outbox resent) {resent}, reached CCS twice {twice}, upstream answers "
               f"twice {twice_up}; longest pause: accepting {accepted_gap:.2f}s, sending "
-              f"{sent_gap:.2f}s; POST retries {load.retries}, 503s {load.unavailable}")
+              f"{sent_gap:.2f}s; POST retries {load.retries}, 503s {load.unavailable}; "
+              f"put back by stops {put_back(server)}, resent in all {c['resent']}")
         load.close()
     finally:
         rc = server.stop()
@@ -213,7 +219,10 @@ def test_gunicorn_graceful_reload_in_the_middle_loses_nothing(emu: CcsEmulator,
         old.extend(children(server.pid))
         server.signal(signal.SIGHUP)
 
-    workers, _ = deploy_under_load(emu, redis_url, reload, "hup")
+    # a takeover needs a worker silent for 10 s here: a busy machine (new workers booting)
+    # must not make a live one look dead
+    workers, _ = deploy_under_load(emu, redis_url, reload, "hup", CCS_OUTBOX_RECLAIM_IDLE="10",
+                                   CCS_OUTBOX_HEARTBEAT="1")
     assert len(old) == 2 and len(workers) == 2 and not set(old) & set(workers)
 
 
@@ -234,6 +243,11 @@ def test_gunicorn_worker_sigkilled_in_the_middle_loses_nothing(emu: CcsEmulator,
     workers, resent = deploy_under_load(emu, redis_url, kill, "kill")
     assert len(workers) == 2 and killed[0] not in workers
     assert resent > 0  # it died holding messages; the other worker took them over
+
+
+def put_back(server: Server) -> list[int]:
+    """What each worker's gateway stop put back in the queue (from the workers' log)."""
+    return [int(m) for m in re.findall(r"(\d+) in-flight messages put back", server.text())]
 
 
 def wait_until_value(fn: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
@@ -269,8 +283,7 @@ def test_gunicorn_stop_fits_the_graceful_timeout_and_puts_unsent_messages_back(
     assert "Worker graceful timeout" not in server.text()
     c = store.counts()
     assert (c["in_flight"], c["queued"], c["resent"]) == (0, 50, 50), c
-    put_back = [int(m) for m in re.findall(r"(\d+) in-flight messages put back", server.text())]
-    assert len(put_back) == 2 and sum(put_back) == 50, put_back
+    assert len(put_back(server)) == 2 and sum(put_back(server)) == 50, put_back(server)
     emu.set_faults(stall=False)
     again = gunicorn(env)
     try:
