@@ -116,9 +116,14 @@ def check_delivered(emu: CcsEmulator, load: Load, get: Callable[[str], Record | 
     return len(twice), len(resent)
 
 
-def wait_gateways(store: RedisStore, emu: CcsEmulator, n: int, timeout: float = 60) -> None:
+def wait_gateways(store: RedisStore, emu: CcsEmulator, n: int, timeout: float = 60,
+                  server: Server | None = None) -> None:
+    """n workers up with a CCS session each (and, given the server, they are all its workers:
+    none still booting, none on its way out)."""
     def up() -> bool:
         gws = store.gateways()
+        if server is not None and {g["pid"] for g in gws} != set(children(server.pid)):
+            return False
         return len(gws) == n and all(
             any(s["state"] == "ready" for s in g.get("sessions", [])) for g in gws)
     wait_until(up, timeout=timeout, what=f"{n} workers with a CCS session")
@@ -189,7 +194,7 @@ def deploy_under_load(emu: CcsEmulator, redis_url: str, act: Callable[[Server, R
         assert set(load.accepted) == set(ids)
         twice, resent = check_delivered(emu, load, store.get)
         twice_up = check_answered_once(emu, ups, store.get)
-        wait_gateways(store, emu, 2)  # the server came back to two workers
+        wait_gateways(store, emu, 2, server=server)  # back to two workers, all booted
         workers = children(server.pid)
         end = max(load.accepted.values())
         accepted_gap = longest_gap(list(load.accepted.values()), marks["at"], end)
@@ -254,6 +259,29 @@ def wait_until_value(fn: Callable[[], Any], timeout: float = 30, what: str = "")
     box: list[Any] = []
     wait_until(lambda: bool(box.append(fn()) or box[-1]), timeout=timeout, what=what)
     return box[-1]
+
+
+def test_gunicorn_max_requests_recycling_loses_nothing(emu: CcsEmulator, redis_url: str) -> None:
+    """--max-requests: each worker leaves after 150 requests, as on a graceful reload."""
+    store = RedisStore(redis_url)
+    server = gunicorn(chat_env(emu, redis_url, CCS_OUTBOX_RECLAIM_IDLE="10",
+                               CCS_OUTBOX_HEARTBEAT="1"), extra=["--max-requests", "150"])
+    try:
+        load = Load(server.url())
+        wait_gateways(store, emu, 2)
+        ids = [f"r{i:04d}" for i in range(600)]
+        load.run(ids)
+        assert check_delivered(emu, load, store.get) == (0, 0)
+        load.close()
+        # the replacements are up before the stop (a worker signalled while gunicorn is still
+        # forking it misses the signal and is killed at the graceful timeout)
+        wait_gateways(store, emu, 2, server=server)
+    finally:
+        rc = server.stop()
+        store.close()
+    assert rc == 0, server.text()[-3000:]
+    assert server.text().count("Autorestarting worker") >= 2
+    assert len(put_back(server)) >= 4  # every recycled worker stopped its gateway cleanly
 
 
 def test_gunicorn_stop_fits_the_graceful_timeout_and_puts_unsent_messages_back(
