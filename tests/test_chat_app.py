@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import gevent
+import gevent.event
 import pytest
 
 import ccs.outbox.redis as redis_outbox
@@ -205,6 +206,33 @@ def test_start_and_stop_are_idempotent() -> None:
     assert all(sup.store.get(i).state == "queued" for i in ids)
     with pytest.raises(RuntimeError, match="make a new one"):
         sup.start()
+
+
+class GatedStore(MemoryStore):
+    """Outcomes are recorded only once `gate` opens (a slow outbox)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = gevent.event.Event()
+        self.in_finish = gevent.event.Event()
+
+    def finish(self, done: Any, now: float) -> None:
+        self.in_finish.set()
+        self.gate.wait()
+        super().finish(done, now)
+
+
+def test_stop_does_not_put_back_a_message_whose_outcome_is_being_recorded() -> None:
+    store = GatedStore()
+    sup = Supervisor(BASE, store=store, providers={"ccs": LocalProvider("ccs")}).start()
+    mid = sup.enqueue({"to": "t"})
+    store.in_finish.wait(timeout=5)  # acked; the finisher is recording it
+    stopping = gevent.spawn(sup.stop, 1.0)
+    wait_until(lambda: not sup.dispatcher.accepting, what="the stop under way")
+    store.gate.set()
+    assert stopping.get(timeout=10) == []  # it was answered: nothing to put back
+    rec = store.get(mid)
+    assert rec.state == "ok" and rec.resent == 0
 
 
 def test_a_forked_child_refuses_the_parents_supervisor_and_leaves_it_alone() -> None:

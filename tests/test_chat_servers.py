@@ -169,9 +169,10 @@ def test_gunicorn_two_workers_deliver_once_and_answer_each_upstream_once(
 
 
 def deploy_under_load(emu: CcsEmulator, redis_url: str, act: Callable[[Server, RedisStore], None],
-                      what: str, **env: str) -> tuple[list[int], int]:
+                      what: str, **env: str) -> tuple[list[int], int, list[int]]:
     """Post 600 messages and 30 upstreams; `act` runs on the server in the middle. Returns
-    the workers running at the end and how many messages were re-sent."""
+    the workers running at the end, how many messages were re-sent and what the stops during
+    the run put back."""
     store = RedisStore(redis_url)
     server = gunicorn(chat_env(emu, redis_url, **env))
     try:
@@ -196,6 +197,7 @@ def deploy_under_load(emu: CcsEmulator, redis_url: str, act: Callable[[Server, R
         twice_up = check_answered_once(emu, ups, store.get)
         wait_gateways(store, emu, 2, server=server)  # back to two workers, all booted
         workers = children(server.pid)
+        stops = put_back(server)
         end = max(load.accepted.values())
         accepted_gap = longest_gap(list(load.accepted.values()), marks["at"], end)
         sent_times = [d.time for d in list(emu.record.downstream)]
@@ -213,11 +215,14 @@ def deploy_under_load(emu: CcsEmulator, redis_url: str, act: Callable[[Server, R
         rc = server.stop()
         store.close()
     assert rc == 0, server.text()[-3000:]
-    return workers, resent
+    return workers, resent, stops
 
 
 def test_gunicorn_graceful_reload_in_the_middle_loses_nothing(emu: CcsEmulator,
                                                               redis_url: str) -> None:
+    """Acks come 0.3 s late: the old workers hold sent messages when told to go, wait for
+    their answers and put nothing back."""
+    emu.set_faults(ack_delay=0.3)
     old: list[int] = []
 
     def reload(server: Server, store: RedisStore) -> None:
@@ -226,9 +231,11 @@ def test_gunicorn_graceful_reload_in_the_middle_loses_nothing(emu: CcsEmulator,
 
     # a takeover needs a worker silent for 10 s here: a busy machine (new workers booting)
     # must not make a live one look dead
-    workers, _ = deploy_under_load(emu, redis_url, reload, "hup", CCS_OUTBOX_RECLAIM_IDLE="10",
-                                   CCS_OUTBOX_HEARTBEAT="1")
+    workers, resent, put_back_at_reload = deploy_under_load(
+        emu, redis_url, reload, "hup", CCS_OUTBOX_RECLAIM_IDLE="10", CCS_OUTBOX_HEARTBEAT="1")
     assert len(old) == 2 and len(workers) == 2 and not set(old) & set(workers)
+    assert resent == 0  # drained, not put back nor taken over
+    assert put_back_at_reload == [0, 0]
 
 
 def test_gunicorn_worker_sigkilled_in_the_middle_loses_nothing(emu: CcsEmulator,
@@ -245,7 +252,7 @@ def test_gunicorn_worker_sigkilled_in_the_middle_loses_nothing(emu: CcsEmulator,
         killed.append(pid)
         os.kill(pid, signal.SIGKILL)
 
-    workers, resent = deploy_under_load(emu, redis_url, kill, "kill")
+    workers, resent, _ = deploy_under_load(emu, redis_url, kill, "kill")
     assert len(workers) == 2 and killed[0] not in workers
     assert resent > 0  # it died holding messages; the other worker took them over
 

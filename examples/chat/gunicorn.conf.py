@@ -10,6 +10,7 @@ before the gevent worker monkey-patches the standard library.
 
 import sys
 import time
+from typing import Any
 
 wsgi_app = "examples.chat.app:app"
 worker_class = "gevent"
@@ -19,7 +20,7 @@ control_socket_disable = True  # gunicorn >= 24: no shared control socket in $HO
 STOP_MARGIN = 2.0  # seconds kept for closing the outbox and exiting
 
 
-def on_starting(server):
+def on_starting(server: Any) -> None:
     """Several workers need an outbox they can share: refuse a SQLite file up front."""
     from ccs.outbox import is_redis
     from ccs.settings import ConfigError, Settings
@@ -34,7 +35,7 @@ def on_starting(server):
             f"(one gateway process per file); set CCS_OUTBOX=redis://... or run one worker")
 
 
-def post_worker_init(worker):
+def post_worker_init(worker: Any) -> None:
     """After the fork and gevent's monkey-patching: start this worker's gateway."""
     import gevent
 
@@ -48,7 +49,7 @@ def post_worker_init(worker):
         sys.exit(3)  # gunicorn's "worker failed to boot": the master stops instead of looping
     worker.ccs_told_at = None
 
-    def watch():  # gunicorn has no hook for "told to stop"; it notices within a second too
+    def watch() -> None:  # gunicorn has no hook for "told to stop"; it notices within a second too
         while worker.alive:
             gevent.sleep(0.2)
         worker.ccs_told_at = time.monotonic()
@@ -56,7 +57,7 @@ def post_worker_init(worker):
     gevent.spawn(watch)
 
 
-def worker_exit(server, worker):
+def worker_exit(server: Any, worker: Any) -> None:
     """After the last request: stop the gateway within what is left of graceful_timeout.
     Unsent messages go back to the shared queue for the other workers."""
     app = sys.modules.get("examples.chat.app")
