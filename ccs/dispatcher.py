@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from gevent.event import Event
+from gevent.lock import Semaphore
 from gevent.pool import Pool
 
 from ccs.message import validate_downstream
@@ -66,6 +67,7 @@ class Dispatcher:
         self._waiters: dict[str, SendResult] = {}
         self._done: list[tuple[Record, Outcome, float]] = []  # outcomes awaiting their commit
         self._done_wake = Event()
+        self._flushing = Semaphore()
         self.accepting = True
         self._claiming = True
 
@@ -209,6 +211,12 @@ class Dispatcher:
             self._done_wake.clear()
 
     def flush(self) -> None:
+        """Record the outcomes waiting; a second caller waits for the first (drain must not
+        count a batch being recorded as still in flight)."""
+        with self._flushing:
+            self._flush()
+
+    def _flush(self) -> None:
         while self._done:
             batch, self._done = self._done, []
             try:

@@ -2,7 +2,8 @@
 
 The CcsClient acks after our handler returns, so storing inside the handler means nothing acked
 is ever lost. App handlers then see each stored record once (its `seq` de-duplicates across a
-crash between handling and marking it done).
+crash between handling and marking it done); a handler that raises gets the record again later
+(doubling delay up to RETRY_MAX), so an answer the app could not store is not dropped.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 UPSTREAM = "upstream"
 RECEIPT = "receipt"
+RETRY_MAX = 60.0  # seconds between hand-overs of a record whose handler keeps raising
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class Inbound:
         self.upstream = Listeners()  # InboundRecord
         self.receipts = Listeners()  # InboundRecord
         self.duplicates = 0
+        self.retried = 0  # hand-overs to app handlers that raised (each is tried again)
         self._wake = Event()
 
     def store_upstream(self, up: Any) -> None:
@@ -74,14 +77,27 @@ class Inbound:
         while True:
             self._wake.clear()
             busy = False
+            wait = poll
             for kind, listeners in ((UPSTREAM, self.upstream), (RECEIPT, self.receipts)):
                 events = self.store.pending_events(kind, self.clock(), limit=500)
+                done = []
                 for e in events:
-                    rec = InboundRecord(e.seq, kind, e.body)
-                    listeners.emit(rec)
+                    errors = listeners.emit_all(InboundRecord(e.seq, kind, e.body))
+                    if errors:  # e.g. the app could not store its answer: hand it over again
+                        self.retried += 1
+                        now, delay = self.clock(), min(RETRY_MAX, 2.0 ** e.attempts)
+                        self.store.event_retry(e.seq, now + delay,
+                                               f"{type(errors[0]).__name__}: {errors[0]}", now)
+                        wait = min(wait, delay)
+                        continue
+                    done.append(e.seq)
                     self.bus.publish(kind, {"id": e.seq, **e.body})
-                if events:
-                    self.store.event_done([e.seq for e in events], self.clock())
-                    busy = True
+                if done:
+                    self.store.event_done(done, self.clock())
+                busy = busy or bool(done)
             if not busy:
-                self._wake.wait(timeout=poll)
+                self._wake.wait(timeout=wait)
+
+    def wake(self) -> None:
+        """Look for pending records now (the loop also looks every `poll` seconds)."""
+        self._wake.set()

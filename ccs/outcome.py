@@ -132,8 +132,15 @@ class Listeners:
         return bool(self._fns)
 
     def emit(self, event: Any) -> None:
+        self.emit_all(event)
+
+    def emit_all(self, event: Any) -> list[Exception]:
+        """Call every observer; returns what they raised (each is logged, none stops the rest)."""
+        errors = []
         for fn in list(self._fns):
             try:
                 fn(event)
-            except Exception:
+            except Exception as exc:
                 log.exception("listener %r failed", fn)
+                errors.append(exc)
+        return errors

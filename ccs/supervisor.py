@@ -3,17 +3,23 @@
 Embeddable: `Supervisor(settings).start()` inside any gevent program returns at once; `stop()`
 stops accepting, waits for in-flight messages up to a deadline and leaves the rest queued.
 A child that crashes is restarted with doubling backoff and its restarts are reported.
+start() and stop() may be called again (the second start is a no-op, a second stop waits for the
+first). A supervisor belongs to the process that started it: after a fork (a pre-fork server's
+worker) the child must start its own; the inherited one refuses work and its stop() touches
+nothing the parent still uses.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import gevent
+from gevent.event import AsyncResult
 from gevent.pool import Group
 
 from ccs import providers as registry
@@ -63,6 +69,8 @@ class Supervisor:
         self.recovered = 0
         self.started = False
         self.stopped = False
+        self.pid: int | None = None  # the process that started it
+        self._stopping: AsyncResult | None = None  # the first stop()'s result
         self.dispatcher: Dispatcher | None = None
         self._lock: OutboxLock | None = None
         self.admin: Any = None
@@ -76,13 +84,26 @@ class Supervisor:
     def start(self) -> Supervisor:
         """Open the outbox, start providers, then dispatcher, feedback and admin API, in order.
 
-        If any step fails, what was started is stopped again and the error propagates."""
+        If any step fails, what was started is stopped again and the error propagates.
+        Calling it again in the same process does nothing."""
+        self._check_process()
+        if self.stopped or self._stopping is not None:
+            raise RuntimeError("this Supervisor was stopped; make a new one to start again")
+        if self.started:
+            return self
+        self.pid = os.getpid()
         try:
             return self._start()
         except BaseException:
             self.started = True
             self.stop(timeout=0)
             raise
+
+    def _check_process(self) -> None:
+        if self.pid is not None and self.pid != os.getpid():
+            raise RuntimeError(
+                f"this Supervisor was started in process {self.pid}, before a fork; start one "
+                f"in each process after the fork (gunicorn: the post_worker_init hook)")
 
     def _start(self) -> Supervisor:
         s = self.settings
@@ -105,9 +126,11 @@ class Supervisor:
                 try:
                     self._lock.acquire()
                 except BlockingIOError:
-                    self._lock = None
+                    holder, self._lock = self._lock.holder(), None
                     raise ConfigError("outbox.path", f"{s['outbox.path']} is in use by another "
-                                      "running gateway (one gateway per outbox)") from None
+                                      f"running gateway{holder} (one gateway process per SQLite "
+                                      "outbox: several workers or processes need a Redis "
+                                      "outbox, CCS_OUTBOX=redis://...)") from None
             extra = redis_options(s) if is_redis(s["outbox.path"]) else {}
             self._store = open_store(s["outbox.path"], sync=s["outbox.sync"],
                                      threadpool=s["outbox.threadpool"], batch=s["outbox.batch"],
@@ -119,8 +142,8 @@ class Supervisor:
             log.warning("%d messages were in flight at the last stop; sending them again",
                         self.recovered)
         self.inbound = Inbound(store, self.bus, self.clock)
-        self.inbound.upstream.add(self.upstream.emit)
-        self.inbound.receipts.add(self.receipts.emit)
+        self.inbound.upstream = self.upstream  # the app's handlers; one raising means "again"
+        self.inbound.receipts = self.receipts
         self.feedback = Feedback(store, self.bus, webhook, self.clock)
         self.feedback.listeners.add(self.token_events.emit)
         for name, provider in built.items():
@@ -217,15 +240,18 @@ class Supervisor:
 
     def enqueue_many(self, messages: Iterable[Mapping[str, Any]], via: str | None = None
                      ) -> list[str]:
+        self._check_process()
         if self.dispatcher is None:
             raise Stopping("the supervisor is not started")
         return self.dispatcher.submit(messages, via)
 
     def result(self, id: str) -> SendResult:
+        self._check_process()
         assert self.dispatcher is not None
         return self.dispatcher.result(id)
 
     def status(self, id: str) -> dict[str, Any] | None:
+        self._check_process()
         assert self._store is not None
         r = self._store.get(id)
         return r.as_json() if r else None
@@ -239,6 +265,12 @@ class Supervisor:
             else session_id
         result = ccs.drain(sid)
         return {"drained": result if result is not None else session_id or "all"}
+
+    @property
+    def running(self) -> bool:
+        """Started in this process and no stop() begun."""
+        return (self.started and not self.stopped and self._stopping is None
+                and self.pid == os.getpid())
 
     @property
     def store(self) -> Store:
@@ -287,10 +319,26 @@ class Supervisor:
     # stopping
     def stop(self, timeout: float | None = None) -> list[str]:
         """Stop accepting, drain in-flight up to `timeout`, leave the rest queued; returns the
-        ids put back in the queue."""
+        ids put back in the queue. A second call waits for the first and returns the same ids;
+        in a process forked after start() it only marks this copy stopped."""
+        if self.pid is not None and self.pid != os.getpid():
+            self.stopped = True  # the parent's sockets and files: not ours to close
+            return []
+        if self._stopping is not None:
+            return list(self._stopping.get())
         if self.stopped or not self.started:
             self.stopped = True
             return []
+        self._stopping = AsyncResult()
+        try:
+            left = self._stop(timeout)
+        except BaseException as exc:
+            self._stopping.set_exception(exc)
+            raise
+        self._stopping.set(left)
+        return left
+
+    def _stop(self, timeout: float | None) -> list[str]:
         timeout = self.settings["gateway.stop_timeout"] if timeout is None else timeout
         deadline = time.monotonic() + timeout
         left: list[str] = []

@@ -249,9 +249,25 @@ class RedisStore(Store):
                     ids = [f["id"] for _, f in taken if f]
                     if ids:
                         n += self._s["REQUEUE"](args=[self.p, repr(now), GROUP, len(ids), *ids])
-                    self.redis.xack(q, GROUP, *entries)  # stale ones too (finished, deleted)
+                    # A claim cut between XREADGROUP and its script left a record queued on this
+                    # very entry: acking it would strand the record. It stays pending (now ours)
+                    # and XAUTOCLAIM hands it out once idle. The rest are stale: ack them.
+                    keep = self._still_queued(taken)
+                    stale = [e for e in entries if e not in keep]
+                    if stale:
+                        self.redis.xack(q, GROUP, *stale)
                 self.redis.xgroup_delconsumer(q, GROUP, name)
         return n
+
+    def _still_queued(self, taken: Sequence[tuple[str, Mapping[str, str] | None]]) -> set[str]:
+        """Entries whose message is still queued under that entry (never claimed)."""
+        rows = [(e, f["id"]) for e, f in taken if f]
+        pipe = self.redis.pipeline(transaction=False)
+        for _, id_ in rows:
+            pipe.hmget(f"{self.p}m:{id_}", "state", "entry")
+        got = pipe.execute() if rows else []
+        return {e for (e, _), (state, entry) in zip(rows, got, strict=True)
+                if state == "queued" and entry == e}
 
     def get(self, id: str) -> Record | None:
         d = self.redis.hgetall(f"{self.p}m:{id}")

@@ -389,6 +389,15 @@ class OutboxLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
+    def holder(self) -> str:
+        """' (pid N)' naming the process that last took the lock, when the file says."""
+        try:
+            with open(self.path, encoding="ascii") as f:
+                pid = f.read().strip()
+        except (OSError, ValueError):
+            return ""
+        return f" (pid {pid})" if pid.isdigit() else ""
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock
