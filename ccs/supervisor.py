@@ -217,9 +217,16 @@ class Supervisor:
 
     def enqueue_many(self, messages: Iterable[Mapping[str, Any]], via: str | None = None
                      ) -> list[str]:
+        """Store messages; a repeated message_id with the same content returns the same id,
+        with other content raises Conflict (a ValueError naming the message_id)."""
+        return [id_ for id_, _ in self.accept(messages, via)]
+
+    def accept(self, messages: Iterable[Mapping[str, Any]], via: str | None = None
+               ) -> list[tuple[str, bool]]:
+        """As enqueue_many, each id with whether it is newly stored."""
         if self.dispatcher is None:
             raise Stopping("the supervisor is not started")
-        return self.dispatcher.submit(messages, via)
+        return self.dispatcher.accept(messages, via)
 
     def result(self, id: str) -> SendResult:
         assert self.dispatcher is not None
@@ -238,6 +245,11 @@ class Supervisor:
         sid: Any = int(session_id) if isinstance(session_id, str) and session_id.isdigit() \
             else session_id
         result = ccs.drain(sid)
+        if sid is not None and result == 0:
+            known = {str(row.get("id")) for row in _safe_stats(ccs).get("sessions", [])}
+            if str(sid) not in known:  # KeyError: the admin API answers 404
+                raise KeyError(f"no CCS session {session_id!r} (sessions: "
+                               f"{', '.join(sorted(known)) or 'none'})")
         return {"drained": result if result is not None else session_id or "all"}
 
     @property

@@ -30,6 +30,7 @@ from ccs.outbox.base import (
     Record,
     Store,
     dumps,
+    load_payload,
 )
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ _COLS = ("seq, id, lane, state, payload, target, attempts, resent, created_at, u
 
 def _record(row: Sequence[Any], payload: Any = None) -> Record:
     if payload is None:
-        payload = json.loads(row[4])
+        payload = load_payload(row[4])
     return Record(seq=row[0], id=row[1], lane=row[2], state=row[3], payload=payload,
                   to=row[5], attempts=row[6], resent=row[7], created_at=row[8], updated_at=row[9],
                   expires_at=row[10], via=row[11], provider_message_id=row[12], error=row[13],
