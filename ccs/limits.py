@@ -15,6 +15,7 @@ from itertools import accumulate
 from typing import Any
 
 MAX_DEPTH = 32  # objects and arrays inside one another in one message (APNs needs about 4)
+MAX_TEXT_DEPTH = 4 * MAX_DEPTH  # a whole document (an API body, a line): parsed, then checked
 MAX_MESSAGE_BYTES = 64 * 1024  # one message as compact JSON; providers allow 4-5 KB of payload
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)

@@ -94,7 +94,10 @@ class Supervisor:
         if s["admin.enabled"]:
             from ccs.admin.server import AdminServer
 
-            self.admin = AdminServer(self, s["admin.port"], s["admin.token"])  # checks token
+            self.admin = AdminServer(  # checks the token
+                self, s["admin.port"], s["admin.token"], connections=s["admin.connections"],
+                event_clients=s["admin.event_clients"], read_timeout=s["admin.read_timeout"],
+                idle_timeout=s["admin.idle_timeout"])
         if self._given is None:
             registry.load_plugins(s["gateway.plugins"])
         built = self._given if self._given is not None else {
