@@ -8,6 +8,7 @@ A child that crashes is restarted with doubling backoff and its restarts are rep
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -199,7 +200,11 @@ class Supervisor:
                 return  # a child that returns is finished, not crashed
             except Exception as exc:
                 child.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("child %s crashed; restarting in %.2fs", child.name, delay)
+                if isinstance(exc, OSError | sqlite3.Error):  # the disk or network, not a bug
+                    log.error("child %s stopped: %s; restarting in %.2fs", child.name,
+                              child.last_error, delay)
+                else:
+                    log.exception("child %s crashed; restarting in %.2fs", child.name, delay)
             finally:
                 child.running = False
             if time.monotonic() - began > STABLE_AFTER:
@@ -311,7 +316,13 @@ class Supervisor:
         left: list[str] = []
         if self.dispatcher is not None:
             self.dispatcher.stop_claiming()
-            left = self.dispatcher.drain(timeout)
+            try:
+                left = self.dispatcher.drain(timeout)
+            except Exception as exc:  # e.g. a full disk: nothing is lost, it stays in flight
+                log.error("could not record the last outcomes or requeue in-flight messages "
+                          "(%s: %s); they stay in flight and go out again at the next start",
+                          type(exc).__name__, exc)
+                left = list(self.dispatcher._in_flight)
         self.stopped = True
         self.bus.close()  # ends event streams, so the admin server need not wait for them
         if self.admin is not None:
@@ -325,7 +336,10 @@ class Supervisor:
         if self.feedback is not None and self.feedback.webhook is not None:
             self.feedback.webhook.close()
         if self._own_store and self._store is not None:
-            self._store.close()
+            try:
+                self._store.close()
+            except Exception as exc:
+                log.error("closing the outbox failed: %s: %s", type(exc).__name__, exc)
         if self._lock is not None:
             self._lock.release()
         return left
