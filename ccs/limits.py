@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from itertools import accumulate
 from typing import Any
 
+from ccs.router import RouteError
+
 MAX_DEPTH = 32  # objects and arrays inside one another in one message (APNs needs about 4)
 MAX_TEXT_DEPTH = 4 * MAX_DEPTH  # a whole document (an API body, a line): parsed, then checked
 MAX_MESSAGE_BYTES = 64 * 1024  # one message as compact JSON; providers allow 4-5 KB of payload
@@ -23,12 +25,8 @@ _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class LimitError(ValueError):
+class LimitError(RouteError):
     """A message or document over a limit; `field` names where."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
 
 
 def text_depth(raw: bytes | str) -> int:

@@ -24,8 +24,12 @@ def _json_option(name: str, help: str) -> Any:
 def _parse_json(value: str | None, name: str) -> Any:
     if value is None:
         return None
+    from ccs.limits import MAX_TEXT_DEPTH, LimitError, loads
+
     try:
-        return json.loads(value)
+        return loads(value, MAX_TEXT_DEPTH, name)
+    except LimitError as exc:
+        raise click.BadParameter(str(exc).split(": ", 1)[-1], param_hint=name) from None
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint=name) from None
 
@@ -99,6 +103,7 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
     """Bulk-enqueue into the outbox (streaming: memory stays bounded); `ccs run` sends them.
 
     A bad line is reported on stderr with its number and skipped; the exit status is then 1."""
+    from ccs import providers as registry
     from ccs.dispatcher import Dispatcher
     from ccs.outbox import open_store, shown
     from ccs.router import RouteError, Router
@@ -106,6 +111,7 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
     settings = load_settings(config)
     if settings["outbox.path"] == ":memory:":
         raise ConfigError("outbox.path", "`ccs enqueue` needs a file outbox, not :memory:")
+    registry.load_plugins(settings["gateway.plugins"])  # a plugin's provider checks its own
     template = dict(_parse_json(message, "--message") or {})
     if data is not None:
         template["data"] = _parse_json(data, "--data")
@@ -161,8 +167,12 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
 
 def _line_message(line: str, template: dict[str, Any]) -> dict[str, Any]:
     if line.startswith("{"):
+        from ccs.limits import MAX_TEXT_DEPTH, LimitError, loads
+
         try:
-            msg = json.loads(line)
+            msg = loads(line, MAX_TEXT_DEPTH, "line")
+        except LimitError:
+            raise
         except ValueError as exc:
             raise ValueError(f"line: not JSON: {exc}") from None
         if not isinstance(msg, dict):
