@@ -154,6 +154,8 @@ class Supervisor:
             self.add_child("admin", self.admin.serve)
         if hasattr(store, "beat"):
             store.beat()  # announce the providers and sessions started just now
+        log.debug("started: providers %s, lanes %s, children %s", ", ".join(self.providers),
+                  ", ".join(self.dispatcher.lanes()), ", ".join(self.children))
         self.started = True
         return self
 

@@ -62,17 +62,17 @@ def run(config: str | None) -> None:
     from ccs.supervisor import Supervisor
 
     settings = load_settings(config)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                                                   "%(message)s")
+    logging.basicConfig(level=settings["gateway.log_level"].upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = Event()  # handlers first: a signal right after the banner must stop us cleanly
+    gevent.signal_handler(signal.SIGTERM, stop.set)
+    gevent.signal_handler(signal.SIGINT, stop.set)
     sup = Supervisor(settings).start()
     admin = f", admin API {sup.admin.url}" if sup.admin else ""
     from ccs.outbox import shown
 
     click.echo(f"ccs-gateway running: providers {', '.join(sup.providers)}, outbox "
                f"{shown(settings['outbox.path'])}{admin}", err=True)
-    stop = Event()
-    gevent.signal_handler(signal.SIGTERM, stop.set)
-    gevent.signal_handler(signal.SIGINT, stop.set)
     stop.wait()
     click.echo("stopping: no new messages; waiting for in-flight ones", err=True)
     left = sup.stop()
