@@ -21,6 +21,8 @@ from ccs.supervisor import Supervisor
 from tests import apns_support as A
 from tests.helpers import run_ccs, wait_until
 from tests.providers import LocalProvider
+from tests.test_admin import TOKEN
+from tests.test_admin_hostile import raw, request
 from tests.test_console_gateway import counts
 
 
@@ -128,7 +130,7 @@ def test_apns_refuses_a_lone_surrogate_or_short_token_at_once(pki) -> None:
     emu = A.emulator(pki)
     emu.start()
     client = A.client(emu)
-    sup = Supervisor(Settings.defaults().replace(admin__enabled=False,
+    sup = Supervisor(Settings.defaults().replace(admin__port=0, admin__token=TOKEN,
                                                  gateway__providers=["apns"]),
                      providers={"apns": client}).start()
     try:
@@ -138,6 +140,9 @@ def test_apns_refuses_a_lone_surrogate_or_short_token_at_once(pki) -> None:
             with pytest.raises(RouteError) as exc:
                 sup.enqueue(message, via="apns")
             assert field in str(exc.value), exc.value
+            body = json.dumps({"message": message, "via": "apns"}).encode()  # \ud800 escapes
+            code, answer = raw(sup.admin.port, request("POST", "/v1/messages", body))
+            assert code == 400 and field in answer["error"], answer
         assert sup.store.counts()["queued"] == 0
         assert sup.result(sup.enqueue({"to": A.token(1), "alert": "hi"}, via="apns")
                           ).get(timeout=10).ok
