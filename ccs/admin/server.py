@@ -310,8 +310,8 @@ def _read_json(environ: dict[str, Any], timeout: float = 10.0) -> Any:
     raw = _read_body(environ, timeout)
     if not raw:
         return None
-    try:  # far below what json's recursion survives; each message is then held to MAX_DEPTH
-        return limits.loads(raw, limits.MAX_TEXT_DEPTH, "body")
+    try:  # each message is then held to limits.MAX_DEPTH
+        return limits.loads(raw, "body")
     except limits.LimitError as exc:
         raise HttpError("400 Bad Request", str(exc), "body") from None
     except (ValueError, UnicodeDecodeError) as exc:

@@ -24,10 +24,10 @@ def _json_option(name: str, help: str) -> Any:
 def _parse_json(value: str | None, name: str) -> Any:
     if value is None:
         return None
-    from ccs.limits import MAX_TEXT_DEPTH, LimitError, loads
+    from ccs.limits import LimitError, loads
 
     try:
-        return loads(value, MAX_TEXT_DEPTH, name)
+        return loads(value, name)
     except LimitError as exc:
         raise click.BadParameter(str(exc).split(": ", 1)[-1], param_hint=name) from None
     except ValueError as exc:
@@ -167,10 +167,10 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
 
 def _line_message(line: str, template: dict[str, Any]) -> dict[str, Any]:
     if line.startswith("{"):
-        from ccs.limits import MAX_TEXT_DEPTH, LimitError, loads
+        from ccs.limits import LimitError, loads
 
         try:
-            msg = loads(line, MAX_TEXT_DEPTH, "line")
+            msg = loads(line, "line")
         except LimitError:
             raise
         except ValueError as exc:
