@@ -8,14 +8,22 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from gevent.server import StreamServer
 
 from tests.helpers import run_ccs
-from tests.hostile_ccs import HostileCcs
+from tests.hostile_ccs import HostileCcs, gcm
 
 
-def test_ccs_that_never_acks_ends_within_wait(pki) -> None:
-    silent = HostileCcs(pki, lambda link, message: None, bad_connections=10_000)
+def useless_answer(link, message) -> None:
+    """JSON the client cannot match to anything it sent."""
+    link.send(gcm({"message_type": "ack", "message_id": 17, "from": ["x"]}))
+
+
+@pytest.mark.parametrize("attack", [lambda link, message: None, useless_answer],
+                         ids=["silent", "useless-json"])
+def test_ccs_that_never_acks_ends_within_wait(pki, attack) -> None:
+    silent = HostileCcs(pki, attack, bad_connections=10_000)
     with silent:
         env = {"CCS_HOST": "127.0.0.1", "CCS_PORT": str(silent.port), "CCS_SENDER_ID": "42",
                "CCS_SERVER_KEY": "k", "CCS_CA_FILE": pki.ca_file, "CCS_CONNECTIONS": "1",
