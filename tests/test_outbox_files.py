@@ -48,8 +48,6 @@ def test_bad_outbox_files_are_config_errors_in_python(tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", [["run"], ["status"], ["enqueue", "--tokens-file", "-"]])
 def test_bad_outbox_files_exit_2_naming_outbox_path(tmp_path: Path, command: list[str]) -> None:
     for name, path in bad_outboxes(tmp_path).items():
-        if command == ["status"] and name in ("missing parent", "uncreatable"):
-            continue  # status reads an existing file only: "no outbox file" (exit 1)
         r = run_ccs(command, env={"CCS_PLUGINS": "tests.plugin_local", "CCS_OUTBOX": path,
                                   "CCS_ADMIN_TOKEN": TOKEN, "CCS_ADMIN_PORT": "0"},
                     input="tok1\n")

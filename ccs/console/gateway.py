@@ -201,7 +201,7 @@ def status(config: str | None, message_id: str | None, as_json: bool) -> None:
     path = settings["outbox.path"]
     shared = is_redis(path)
     if not shared and (path == ":memory:" or not os.path.exists(path)):
-        raise click.ClickException(f"no outbox file at {path}")
+        raise ConfigError("outbox.path", f"no outbox file at {path}")
     store = open_store(path, **_redis_options(settings))
     try:
         if message_id is None:
