@@ -92,3 +92,14 @@ def test_log_level_debug_is_a_setting(tmp_path: Path) -> None:
         assert ("DEBUG ccs.supervisor: started" in "".join(seen)) is shown, seen
     r = run_ccs(["settings"], env={"CCS_LOG_LEVEL": "loud"})
     assert r.returncode == 2 and "CCS_LOG_LEVEL" in r.stderr
+
+
+def test_log_lines_mask_urls() -> None:
+    import logging
+
+    from ccs.console.common import MaskUrls
+
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "POST %s failed: %s", (
+        "https://bob:s3cr3t@hooks.example/t", "refused"), None)
+    assert MaskUrls().filter(record)
+    assert record.getMessage() == "POST https://bob:***@hooks.example/t failed: refused"

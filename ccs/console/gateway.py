@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import sys
@@ -13,7 +12,7 @@ from typing import IO, Any
 
 import click
 
-from ccs.console.common import config_errors, config_option, load_settings
+from ccs.console.common import config_errors, config_option, load_settings, setup_logging
 from ccs.settings import ConfigError, Settings
 
 
@@ -62,8 +61,7 @@ def run(config: str | None) -> None:
     from ccs.supervisor import Supervisor
 
     settings = load_settings(config)
-    logging.basicConfig(level=settings["gateway.log_level"].upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings["gateway.log_level"])
     stop = Event()  # handlers first: a signal right after the banner must stop us cleanly
     gevent.signal_handler(signal.SIGTERM, stop.set)
     gevent.signal_handler(signal.SIGINT, stop.set)
