@@ -166,3 +166,24 @@ def test_enqueue_skips_deep_and_bad_lines_and_stores_the_rest(tmp_path: Path) ->
     r = run_ccs(["enqueue", "--tokens-file", "-", "--data", "[" * 3000 + "]" * 3000],
                 env={"CCS_OUTBOX": str(box)}, input="ok3\n")
     assert r.returncode == 2 and "--data" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_redis_outbox_hands_an_unreadable_payload_over_as_such(redis_url: str) -> None:
+    import redis
+
+    from ccs.outbox.base import NewMessage, Unreadable
+    from ccs.outbox.redis import RedisStore
+
+    store = RedisStore(redis_url)
+    try:
+        store.add([NewMessage("deep", "apns", {"to": "x"}), NewMessage("fine", "apns",
+                                                                         {"to": "y"})], 0.0)
+        prefix = redis_url.split("prefix=")[1]
+        r = redis.Redis.from_url(redis_url.split("?")[0])
+        r.hset(f"{prefix}:m:deep", "payload", "[" * 975 + "]" * 975)
+        r.close()
+        claimed, _ = store.claim("apns", 10, 1.0)
+        by = {rec.id: rec for rec in claimed}
+        assert isinstance(by["deep"].payload, Unreadable) and by["fine"].payload == {"to": "y"}
+    finally:
+        store.close()
