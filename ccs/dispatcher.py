@@ -115,7 +115,8 @@ class Dispatcher:
     def _same(self, m: NewMessage) -> bool:
         """Whether the stored message with m's id is m (a retry, not a reuse of the id)."""
         r = self.store.get(m.id)
-        return r is not None and r.lane == m.lane and r.payload == json.loads(dumps(m.payload))
+        return (r is not None and r.lane == m.lane
+                and json.loads(dumps(r.payload)) == json.loads(dumps(m.payload)))
 
     @staticmethod
     def _new(m: Mapping[str, Any], lane: str, now: float, index: int,
