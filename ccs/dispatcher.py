@@ -7,6 +7,7 @@ not wait for it.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -17,11 +18,12 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 from gevent.pool import Pool
 
+from ccs.limits import check_message
 from ccs.message import validate_downstream
-from ccs.outbox.base import Finish, NewMessage, Record, Store
+from ccs.outbox.base import Finish, NewMessage, Record, Store, Unreadable, dumps
 from ccs.outcome import Listeners, Outcome, SendResult, Status
 from ccs.provider import Provider
-from ccs.providers import to_provider
+from ccs.providers import check_provider, to_provider
 from ccs.router import CCS_SHAPED, FCM, RouteError, Router, remaining_ttl
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,16 @@ def new_id() -> str:
 
 class Stopping(RuntimeError):
     """The gateway is stopping and accepts no new messages."""
+
+
+class Conflict(ValueError):
+    """A message_id already stored with other content; `ids` are the batch's ids (the other
+    messages of the batch are stored)."""
+
+    def __init__(self, field: str, reason: str, ids: list[str]) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.ids = ids
 
 
 def outcome_of(r: Record) -> Outcome:
@@ -76,25 +88,45 @@ class Dispatcher:
                ) -> list[str]:
         """Store messages (each once: a repeated message_id returns the same id); returns ids.
 
-        Raises RouteError/ValueError naming the bad field before anything is stored.
+        Raises RouteError/ValueError naming the bad field before anything is stored, and
+        Conflict when a message_id was stored before with other content.
         """
+        return [id_ for id_, _ in self.accept(messages, via)]
+
+    def accept(self, messages: Iterable[Mapping[str, Any]], via: str | None = None
+               ) -> list[tuple[str, bool]]:
+        """As submit, with each id whether it is newly stored (False: stored before)."""
         if not self.accepting:
             raise Stopping("the gateway is stopping")
         lane = self.router.lane_for(via)
         now = self.clock()
-        items = [self._new(m, lane, now, i) for i, m in enumerate(messages)]
+        provider = self.providers.get(lane)
+        items = [self._new(m, lane, now, i, provider) for i, m in enumerate(messages)]
         if not items:
             return []
         created = self.store.add(items, now)
         self.accepted.emit([m.id for m, c in zip(items, created, strict=True) if c])
         self._wake[lane].set()
-        return [m.id for m in items]
+        ids = [m.id for m in items]
+        for i, (m, new) in enumerate(zip(items, created, strict=True)):
+            if not new and not self._same(m):
+                raise Conflict(f"messages[{i}].message_id", f"{m.id!r} was accepted before "
+                               "with other content (a message_id is sent once)", ids)
+        return list(zip(ids, created, strict=True))
+
+    def _same(self, m: NewMessage) -> bool:
+        """Whether the stored message with m's id is m (a retry, not a reuse of the id)."""
+        r = self.store.get(m.id)
+        return (r is not None and r.lane == m.lane
+                and json.loads(dumps(r.payload)) == json.loads(dumps(m.payload)))
 
     @staticmethod
-    def _new(m: Mapping[str, Any], lane: str, now: float, index: int) -> NewMessage:
+    def _new(m: Mapping[str, Any], lane: str, now: float, index: int,
+             provider: Provider | None = None) -> NewMessage:
         where = f"messages[{index}]"
         if not isinstance(m, Mapping):
             raise RouteError(where, "a message must be a JSON object")
+        check_message(m, where)  # depth, size, encodings: the same for every provider
         mid = m.get("message_id")
         if mid is not None and (not isinstance(mid, str) or not mid):
             raise RouteError(f"{where}.message_id", "must be a non-empty string")
@@ -114,7 +146,7 @@ class Dispatcher:
             if lane in CCS_SHAPED:
                 validate_downstream(payload)
             if lane not in ("ccs", "fcm", "http"):
-                to_provider(lane, payload)
+                check_provider(lane, to_provider(lane, payload), provider)
         except (ValueError, TypeError) as exc:
             raise RouteError(where, str(exc)) from None
         to = m.get("to") or m.get("token") or m.get("device") or m.get("device_token")
@@ -180,6 +212,8 @@ class Dispatcher:
         return freed
 
     def _send_on(self, target: str, r: Record) -> Outcome:
+        if isinstance(r.payload, Unreadable):
+            raise ValueError(f"payload: the stored message cannot be read ({r.payload.reason})")
         message = to_provider(target, remaining_ttl(r.payload, r.expires_at, self.clock()))
         return self.providers[target].send(message).get()
 
@@ -193,10 +227,12 @@ class Dispatcher:
                 target = fallback
                 outcome = self._send_on(target, r)
         except Exception as exc:  # a bad message (InvalidMessage) or a provider bug
-            if not isinstance(exc, ValueError):
+            # Whatever one message does, it ends failed here and the lane goes on.
+            reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, ValueError | RecursionError):
                 log.exception("provider %s failed on message %s", target, r.id)
             outcome = Outcome(Status.FAILED, via=target, to=r.to, message_id=r.id,
-                              error=type(exc).__name__, description=str(exc),
+                              error="INVALID_MESSAGE", description=reason[:1000],
                               attempts=r.attempts)
         _, started = self._in_flight.get(r.id, (target, time.monotonic()))
         # The provider slot is free now; the finisher records outcomes many per transaction.

@@ -25,7 +25,7 @@ from gevent.event import Event
 from ccs.events import EventBus
 from ccs.outbox.base import Store
 from ccs.outcome import Listeners, TokenEvent
-from ccs.settings import ConfigError
+from ccs.settings import ConfigError, mask_urls
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,17 @@ def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def verify(secret: str, body: bytes, header: str) -> bool:
-    """Check a signature header in constant time (for webhook receivers)."""
-    return hmac.compare_digest(sign(secret, body), header or "")
+def verify(secret: str, body: bytes, header: str | bytes | None) -> bool:
+    """Check a signature header in constant time (for webhook receivers); False for anything
+    that is not the right signature, whatever its type or characters."""
+    if isinstance(header, str):
+        try:
+            header = header.encode("ascii")
+        except UnicodeEncodeError:
+            return False  # a signature is ASCII hex; compare_digest refuses other str
+    if not isinstance(header, bytes):
+        return False
+    return hmac.compare_digest(sign(secret, body).encode(), header)
 
 
 def backoff(attempts: int, first: float, most: float, rnd: Callable[[], float] = random.random
@@ -63,7 +71,8 @@ class Webhook:
         if not secret:
             raise ConfigError("webhook.secret", "required when webhook.url is set")
         if not url.startswith(("http://", "https://")):
-            raise ConfigError("webhook.url", f"must start with http:// or https://, got {url!r}")
+            raise ConfigError("webhook.url", f"must start with http:// or https://, got "
+                                             f"{mask_urls(url)!r}")
         self.url = url
         self._secret = secret
         self.timeout = timeout
@@ -72,13 +81,13 @@ class Webhook:
         self.ca_file = ca_file
         parts = urlsplit(url)
         if not parts.hostname:
-            raise ConfigError("webhook.url", f"no host in {url!r}")
+            raise ConfigError("webhook.url", f"no host in {mask_urls(url)!r}")
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._pool: Any = None
 
     def __repr__(self) -> str:
-        return f"Webhook({self.url!r})"
+        return f"Webhook({mask_urls(self.url)!r})"
 
     def close(self) -> None:
         if self._pool is not None:
@@ -157,9 +166,10 @@ class Feedback:
                 except PostError as exc:
                     self.post_failures += 1
                     delay = backoff(e.attempts + 1, hook.first_backoff, hook.max_backoff)
+                    said = mask_urls(str(exc))  # an error may quote the URL and its password
                     log.warning("webhook POST of event %s failed (%s); retry in %.1fs",
-                                e.seq, exc, delay)
-                    self.store.event_retry(e.seq, self.clock() + delay, str(exc), self.clock())
+                                e.seq, said, delay)
+                    self.store.event_retry(e.seq, self.clock() + delay, said, self.clock())
                 else:
                     self.posted += 1
                     self.store.event_done([e.seq], self.clock())

@@ -185,3 +185,20 @@ def to_provider(name: str, payload: Mapping[str, Any]) -> Any:
 
         return ccs_to_fcm_v1(payload)
     return dict(payload)
+
+
+def check_provider(name: str, message: Any, provider: Provider | None = None) -> None:
+    """Refuse at once (ValueError naming the field) what built-in provider `name` is sure to
+    refuse later: for APNs, everything its request check covers except a missing topic, which
+    the provider's configured default may supply. A plugin's provider checks its own."""
+    if name != "apns" or (provider is None and name in _factories):
+        return
+    if provider is not None and not type(provider).__module__.startswith("http_fallback.apns"):
+        return
+    try:
+        from http_fallback.apns.model import Notification
+        from http_fallback.apns.protocol import prepare
+    except ImportError:
+        return
+    if isinstance(message, Notification):
+        prepare(message, message.topic or "com.example.check")

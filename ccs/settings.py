@@ -7,6 +7,7 @@ key (or variable); the console maps it to exit status 2. Secret values never app
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,15 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-__all__ = ["REGISTRY", "ConfigError", "Setting", "Settings", "rst_table"]
+__all__ = ["REGISTRY", "ConfigError", "Setting", "Settings", "mask_urls", "rst_table"]
+
+_URL_AUTH = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/@\s:]*)(:[^/@\s]*)?@")
+
+
+def mask_urls(text: str) -> str:
+    """`text` with the credentials inside any URL replaced by ***: a password after its user
+    (user:***@host), or the whole user part when it stands alone (it may be a token)."""
+    return _URL_AUTH.sub(lambda m: f"{m[1]}{m[2]}:***@" if m[3] else f"{m[1]}***@", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +68,9 @@ REGISTRY: tuple[Setting, ...] = (
        "messages in flight per provider at most", minimum=1),
     _s("gateway.stop_timeout", "CCS_STOP_TIMEOUT", "float", 10.0,
        "seconds a clean stop waits for in-flight messages", minimum=0),
+    _s("gateway.log_level", "CCS_LOG_LEVEL", "str", "info",
+       "how much `ccs run` logs: debug, info, warning or error",
+       choices=("debug", "info", "warning", "error")),
     _s("gateway.restart_backoff", "CCS_RESTART_BACKOFF", "float", 1.0,
        "first delay in seconds before restarting a crashed child (doubles, at most 60)",
        minimum=0),
@@ -111,7 +123,19 @@ REGISTRY: tuple[Setting, ...] = (
     _s("admin.enabled", "CCS_ADMIN_ENABLED", "bool", True, "serve the admin API on 127.0.0.1"),
     _s("admin.port", "CCS_ADMIN_PORT", "int", 8470, "admin API port (0: ephemeral)", **PORT),
     _s("admin.token", "CCS_ADMIN_TOKEN", "str", None,
-       "bearer token the admin API requires (required when the API is enabled)", secret=True),
+       "bearer token the admin API requires (required when the API is enabled; at least 16 "
+       "characters)", secret=True),
+    _s("admin.connections", "CCS_ADMIN_CONNECTIONS", "int", 1000,
+       "admin API connections open at once at most (event streams included)", minimum=2),
+    _s("admin.event_clients", "CCS_ADMIN_EVENT_CLIENTS", "int", 64,
+       "event-stream (/v1/events) subscribers at once at most; more are answered 503",
+       minimum=1),
+    _s("admin.read_timeout", "CCS_ADMIN_READ_TIMEOUT", "float", 10.0,
+       "seconds an admin API client has to send a request's headers, and again its body",
+       minimum=0.01),
+    _s("admin.idle_timeout", "CCS_ADMIN_IDLE_TIMEOUT", "float", 30.0,
+       "seconds an admin API connection may wait idle for its next request before it is closed",
+       minimum=0.01),
     # token feedback webhook
     _s("webhook.url", "CCS_WEBHOOK_URL", "str", None,
        "URL that receives token events as signed JSON POSTs (http:// or https://)"),
@@ -345,6 +369,11 @@ class Settings(Mapping[str, Any]):
         from ccs.outbox import shown  # a redis:// outbox URL may carry a password
 
         out["outbox.path"] = shown(out["outbox.path"])
+        for k, v in out.items():  # any URL may carry user:password (webhook, provider URLs)
+            if isinstance(v, str):
+                out[k] = mask_urls(v)
+            elif isinstance(v, list):
+                out[k] = [mask_urls(x) if isinstance(x, str) else x for x in v]
         return out
 
     def __repr__(self) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -115,7 +116,10 @@ class Supervisor:
         if s["admin.enabled"]:
             from ccs.admin.server import AdminServer
 
-            self.admin = AdminServer(self, s["admin.port"], s["admin.token"])  # checks token
+            self.admin = AdminServer(  # checks the token
+                self, s["admin.port"], s["admin.token"], connections=s["admin.connections"],
+                event_clients=s["admin.event_clients"], read_timeout=s["admin.read_timeout"],
+                idle_timeout=s["admin.idle_timeout"])
         if self._given is None:
             registry.load_plugins(s["gateway.plugins"])
         built = self._given if self._given is not None else {
@@ -173,6 +177,8 @@ class Supervisor:
             self.add_child("admin", self.admin.serve)
         if hasattr(store, "beat"):
             store.beat()  # announce the providers and sessions started just now
+        log.debug("started: providers %s, lanes %s, children %s", ", ".join(self.providers),
+                  ", ".join(self.dispatcher.lanes()), ", ".join(self.children))
         self.started = True
         return self
 
@@ -219,7 +225,11 @@ class Supervisor:
                 return  # a child that returns is finished, not crashed
             except Exception as exc:
                 child.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("child %s crashed; restarting in %.2fs", child.name, delay)
+                if isinstance(exc, OSError | sqlite3.Error):  # the disk or network, not a bug
+                    log.error("child %s stopped: %s; restarting in %.2fs", child.name,
+                              child.last_error, delay)
+                else:
+                    log.exception("child %s crashed; restarting in %.2fs", child.name, delay)
             finally:
                 child.running = False
             if time.monotonic() - began > STABLE_AFTER:
@@ -240,10 +250,17 @@ class Supervisor:
 
     def enqueue_many(self, messages: Iterable[Mapping[str, Any]], via: str | None = None
                      ) -> list[str]:
+        """Store messages; a repeated message_id with the same content returns the same id,
+        with other content raises Conflict (a ValueError naming the message_id)."""
+        return [id_ for id_, _ in self.accept(messages, via)]
+
+    def accept(self, messages: Iterable[Mapping[str, Any]], via: str | None = None
+               ) -> list[tuple[str, bool]]:
+        """As enqueue_many, each id with whether it is newly stored."""
         self._check_process()
         if self.dispatcher is None:
             raise Stopping("the supervisor is not started")
-        return self.dispatcher.submit(messages, via)
+        return self.dispatcher.accept(messages, via)
 
     def result(self, id: str) -> SendResult:
         self._check_process()
@@ -264,6 +281,11 @@ class Supervisor:
         sid: Any = int(session_id) if isinstance(session_id, str) and session_id.isdigit() \
             else session_id
         result = ccs.drain(sid)
+        if sid is not None and result == 0:
+            known = {str(row.get("id")) for row in _safe_stats(ccs).get("sessions", [])}
+            if str(sid) not in known:  # KeyError: the admin API answers 404
+                raise KeyError(f"no CCS session {session_id!r} (sessions: "
+                               f"{', '.join(sorted(known)) or 'none'})")
         return {"drained": result if result is not None else session_id or "all"}
 
     @property
@@ -344,7 +366,13 @@ class Supervisor:
         left: list[str] = []
         if self.dispatcher is not None:
             self.dispatcher.stop_claiming()
-            left = self.dispatcher.drain(timeout)
+            try:
+                left = self.dispatcher.drain(timeout)
+            except Exception as exc:  # e.g. a full disk: nothing is lost, it stays in flight
+                log.error("could not record the last outcomes or requeue in-flight messages "
+                          "(%s: %s); they stay in flight and go out again at the next start",
+                          type(exc).__name__, exc)
+                left = list(self.dispatcher._in_flight)
         self.stopped = True
         self.bus.close()  # ends event streams, so the admin server need not wait for them
         if self.admin is not None:
@@ -358,7 +386,10 @@ class Supervisor:
         if self.feedback is not None and self.feedback.webhook is not None:
             self.feedback.webhook.close()
         if self._own_store and self._store is not None:
-            self._store.close()
+            try:
+                self._store.close()
+            except Exception as exc:
+                log.error("closing the outbox failed: %s: %s", type(exc).__name__, exc)
         if self._lock is not None:
             self._lock.release()
         return left

@@ -137,5 +137,5 @@ def test_run_refuses_to_start_without_admin_token(tmp_path: Path) -> None:
     r = run_ccs(["run"], env={"CCS_PLUGINS": "tests.plugin_local",
                               "CCS_OUTBOX": str(tmp_path / "t.sqlite")})
     assert r.returncode == 2 and "admin.token" in r.stderr and "Traceback" not in r.stderr
-    r = run_ccs(["run"], env={"CCS_PLUGINS": "tests.no_such_plugin", "CCS_ADMIN_TOKEN": "x"})
+    r = run_ccs(["run"], env={"CCS_PLUGINS": "tests.no_such_plugin", "CCS_ADMIN_TOKEN": "x" * 16})
     assert r.returncode == 2 and "gateway.plugins" in r.stderr

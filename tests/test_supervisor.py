@@ -35,7 +35,7 @@ def test_messages_reach_one_outcome_and_record_their_path() -> None:
     assert {m["message_id"] for m in ccs.received} == set(ids)
     assert sup.status(ids[0])["state"] == "ok" and sup.status(ids[0])["via"] == "ccs"
     # same message_id again: stored once, sent once
-    again = sup.enqueue({"to": "t0", "message_id": ids[0]})
+    again = sup.enqueue({"to": "t0", "data": {"n": "0"}, "message_id": ids[0]})
     assert again == ids[0] and sup.result(again).get(timeout=1).ok
     assert len(ccs.received) == 50
     st = sup.stats()
@@ -182,7 +182,7 @@ def test_a_message_the_provider_rejects_fails_with_its_reason() -> None:
 
     p.on_send = refuse
     o = sup.result(sup.enqueue({"to": "t"})).get(timeout=5)
-    assert o.status is Status.FAILED and o.error == "ValueError" and "refused" in o.description
+    assert o.status is Status.FAILED and o.error == "INVALID_MESSAGE" and "refused" in o.description
     sup.stop()
 
 
@@ -296,13 +296,13 @@ from ccs.settings import Settings
 from ccs.supervisor import Supervisor
 from tests.providers import LocalProvider
 for threadpool in (False, True):
-    s = Settings.defaults().replace(admin__port=0, admin__token="t")
+    s = Settings.defaults().replace(admin__port=0, admin__token="t" * 16)
     sup = Supervisor(s, store=SqliteStore(sys.argv[1] + str(threadpool), threadpool=threadpool),
                      providers={"ccs": LocalProvider("ccs")}).start()
     ids = sup.enqueue_many([{"to": f"t{i}"} for i in range(200)])
     assert all(sup.result(i).get(timeout=10).ok for i in ids)
     from ccs.admin.client import AdminClient
-    assert AdminClient(sup.admin.port, "t").request("GET", "/v1/stats")["outbox"]["ok"] == 200
+    assert AdminClient(sup.admin.port, "t" * 16).request("GET", "/v1/stats")["outbox"]["ok"] == 200
     sup.stop()
     sup.store.close()
 print("patched ok")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from ccs.settings import ConfigError, Settings
+from ccs.settings import ConfigError, Settings, mask_urls
 
 CONFIG_EXIT = 2
 
@@ -43,3 +44,22 @@ def config_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail_config(exc)
 
     return wrapper
+
+
+class MaskUrls(logging.Filter):
+    """Every log line with the credentials inside URLs masked (an error may quote a URL)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        masked = mask_urls(text)
+        if masked != text:
+            record.msg, record.args = masked, None
+        return True
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr at `level` (gateway.log_level), credentials in URLs masked."""
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(MaskUrls())

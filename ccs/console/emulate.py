@@ -63,7 +63,8 @@ def fcm(port: int, project: str, token_lifetime: int, directory: str | None,
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=0, show_default=True, help="Port (0: pick a free one).")
 @click.option("--pki-dir", default=None,
-              help="Where to write the throw-away CA (default: a temporary directory).")
+              help="Where to write the throw-away CA (default: a temporary directory); a CA "
+                   "already there is reused, never overwritten.")
 @click.option("--sender-id", default="1234567890", show_default=True)
 @click.option("--server-key", default=None, help="Server key (default: a random one, printed).")
 @click.option("--ack-delay", type=float, default=0.0, show_default=True,
@@ -88,6 +89,7 @@ def ccs(host: str, port: int, pki_dir: str | None, sender_id: str, server_key: s
         **options: object) -> None:
     """Google CCS (XMPP over TLS): prints one JSON line, then serves until SIGTERM/SIGINT."""
     import json
+    import os
     import secrets
     import signal
     import sys
@@ -96,9 +98,17 @@ def ccs(host: str, port: int, pki_dir: str | None, sender_id: str, server_key: s
     from gevent.event import Event
 
     from ccs.emulator import CcsEmulator
-    from ccs.testing.pki import make_test_pki
+    from ccs.testing.pki import load_test_pki, make_test_pki
 
-    pki = make_test_pki(pki_dir) if pki_dir else None  # None: the emulator makes and removes one
+    pki = None  # None: the emulator makes and removes one
+    if pki_dir and os.path.exists(os.path.join(pki_dir, "ca.pem")):
+        try:  # clients already trust this CA: keep it
+            pki = load_test_pki(pki_dir)
+        except ValueError as exc:
+            raise click.UsageError(f"--pki-dir: {exc}; not overwriting it (give an empty "
+                                   "directory or remove the old files)") from None
+    elif pki_dir:
+        pki = make_test_pki(pki_dir)
     key = server_key or secrets.token_urlsafe(24)
     try:
         emu = CcsEmulator(sender_id=sender_id, server_key=key, pki=pki, host=host, port=port,

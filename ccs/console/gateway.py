@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import sys
@@ -13,7 +12,7 @@ from typing import IO, Any
 
 import click
 
-from ccs.console.common import config_errors, config_option, load_settings
+from ccs.console.common import config_errors, config_option, load_settings, setup_logging
 from ccs.settings import ConfigError, Settings
 
 
@@ -24,8 +23,12 @@ def _json_option(name: str, help: str) -> Any:
 def _parse_json(value: str | None, name: str) -> Any:
     if value is None:
         return None
+    from ccs.limits import LimitError, loads
+
     try:
-        return json.loads(value)
+        return loads(value, name)
+    except LimitError as exc:
+        raise click.BadParameter(str(exc).split(": ", 1)[-1], param_hint=name) from None
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint=name) from None
 
@@ -58,17 +61,16 @@ def run(config: str | None) -> None:
     from ccs.supervisor import Supervisor
 
     settings = load_settings(config)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                                                   "%(message)s")
+    setup_logging(settings["gateway.log_level"])
+    stop = Event()  # handlers first: a signal right after the banner must stop us cleanly
+    gevent.signal_handler(signal.SIGTERM, stop.set)
+    gevent.signal_handler(signal.SIGINT, stop.set)
     sup = Supervisor(settings).start()
     admin = f", admin API {sup.admin.url}" if sup.admin else ""
     from ccs.outbox import shown
 
     click.echo(f"ccs-gateway running: providers {', '.join(sup.providers)}, outbox "
                f"{shown(settings['outbox.path'])}{admin}", err=True)
-    stop = Event()
-    gevent.signal_handler(signal.SIGTERM, stop.set)
-    gevent.signal_handler(signal.SIGINT, stop.set)
     stop.wait()
     click.echo("stopping: no new messages; waiting for in-flight ones", err=True)
     left = sup.stop()
@@ -99,6 +101,7 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
     """Bulk-enqueue into the outbox (streaming: memory stays bounded); `ccs run` sends them.
 
     A bad line is reported on stderr with its number and skipped; the exit status is then 1."""
+    from ccs import providers as registry
     from ccs.dispatcher import Dispatcher
     from ccs.outbox import open_store, shown
     from ccs.router import RouteError, Router
@@ -106,6 +109,7 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
     settings = load_settings(config)
     if settings["outbox.path"] == ":memory:":
         raise ConfigError("outbox.path", "`ccs enqueue` needs a file outbox, not :memory:")
+    registry.load_plugins(settings["gateway.plugins"])  # a plugin's provider checks its own
     template = dict(_parse_json(message, "--message") or {})
     if data is not None:
         template["data"] = _parse_json(data, "--data")
@@ -161,8 +165,12 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
 
 def _line_message(line: str, template: dict[str, Any]) -> dict[str, Any]:
     if line.startswith("{"):
+        from ccs.limits import LimitError, loads
+
         try:
-            msg = json.loads(line)
+            msg = loads(line, "line")
+        except LimitError:
+            raise
         except ValueError as exc:
             raise ValueError(f"line: not JSON: {exc}") from None
         if not isinstance(msg, dict):
@@ -191,7 +199,7 @@ def status(config: str | None, message_id: str | None, as_json: bool) -> None:
     path = settings["outbox.path"]
     shared = is_redis(path)
     if not shared and (path == ":memory:" or not os.path.exists(path)):
-        raise click.ClickException(f"no outbox file at {path}")
+        raise ConfigError("outbox.path", f"no outbox file at {path}")
     store = open_store(path, **_redis_options(settings))
     try:
         if message_id is None:

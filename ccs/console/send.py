@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 import click
+import gevent
 from gevent import socket
 
 from ccs.console.common import config_option, load_settings
@@ -59,19 +61,37 @@ def _line(outcome: Outcome, as_json: bool) -> str:
 
 
 def run_sends(send: Any, messages: Iterable[Any], as_json: bool, max_outstanding: int,
-              progress: bool, out: TextIO) -> int:
+              progress: bool, out: TextIO, wait: float | None = None, via: str = "-") -> int:
     """Send each message, print results in input order; return the exit status.
 
     `messages` may yield an Outcome in place of a message (a bad input): it is printed in its
-    place, so every input gets exactly one line.
+    place, so every input gets exactly one line. A message without an answer `wait` seconds
+    after it was handed over prints `unknown` (NO_ANSWER): no service can hold the command.
     """
     pending: deque[SendResult | Outcome] = deque()
     worst = EXIT_OK
     bar = click.progressbar(length=0, label="sent", file=sys.stderr) if progress else None
+    waits: dict[int, tuple[float, Any]] = {}  # id(result) -> (deadline, target)
+
+    def answer(item: SendResult) -> Outcome:
+        deadline, to = waits.pop(id(item), (None, None))
+        if deadline is None:
+            return item.get()
+        try:
+            return item.get(timeout=max(0.0, deadline - time.monotonic()))
+        except gevent.Timeout:
+            return Outcome(Status.UNKNOWN, via=via, to=to, error="NO_ANSWER",
+                           description=f"no answer within {wait:g}s (--wait)", attempts=1)
+
+    def submit(msg: Any) -> SendResult:
+        result = send(msg)
+        if wait is not None:
+            waits[id(result)] = (time.monotonic() + wait, _target(msg))
+        return result
 
     def emit(item: SendResult | Outcome) -> None:
         nonlocal worst
-        outcome = item if isinstance(item, Outcome) else item.get()
+        outcome = item if isinstance(item, Outcome) else answer(item)
         if outcome.status is not Status.OK:
             worst = EXIT_FAILED
         out.write(_line(outcome, as_json) + "\n")
@@ -79,7 +99,7 @@ def run_sends(send: Any, messages: Iterable[Any], as_json: bool, max_outstanding
             bar.update(1)
 
     for msg in messages:
-        pending.append(msg if isinstance(msg, Outcome) else send(msg))
+        pending.append(msg if isinstance(msg, Outcome) else submit(msg))
         while pending and (len(pending) >= max_outstanding or _ready(pending[0])):
             emit(pending.popleft())
     while pending:
@@ -88,6 +108,13 @@ def run_sends(send: Any, messages: Iterable[Any], as_json: bool, max_outstanding
         bar.render_finish()
     out.flush()
     return worst
+
+
+def _target(msg: Any) -> Any:
+    if isinstance(msg, dict):
+        return msg.get("to") or msg.get("token") or msg.get("condition")
+    return next((getattr(msg, a) for a in ("to", "device", "token", "channel_uri",
+                                           "registration_id") if getattr(msg, a, None)), None)
 
 
 def _ready(item: SendResult | Outcome) -> bool:
@@ -156,6 +183,10 @@ def _pick_via(via: str | None, kinds: dict[str, bool]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result line.")
 @click.option("--connect-timeout", type=float, default=15.0, show_default=True,
               help="Seconds to reach the service before giving up (exit 3).")
+@click.option("--wait", type=click.FloatRange(0, min_open=True), default=120.0,
+              show_default=True,
+              help="Seconds to wait for each message's answer once sent; then it prints "
+                   "unknown (NO_ANSWER).")
 @click.option("--max-outstanding", type=click.IntRange(1), default=10000, show_default=True,
               help="Results held in memory at once (bounds memory for huge token files).")
 @click.option("--via-gateway", is_flag=True,
@@ -171,8 +202,8 @@ def send(tokens: tuple[str, ...], extra_tokens: tuple[str, ...], tokens_file: Te
          delivery_receipt: bool, dry_run: bool, alert: str | None, badge: int | None,
          sound: str | None, push_type: str | None, expiration: int | None,
          collapse_id: str | None, topic_suffix: str | None, mpns_param: str | None,
-         as_json: bool, connect_timeout: float, max_outstanding: int, via_gateway: bool,
-         config: str | None) -> None:
+         as_json: bool, connect_timeout: float, wait: float, max_outstanding: int,
+         via_gateway: bool, config: str | None) -> None:
     """Send a message to each target through one provider; print one line per message.
 
     Configured by --config (TOML) and the CCS_* environment: see the settings table in
@@ -229,7 +260,7 @@ def send(tokens: tuple[str, ...], extra_tokens: tuple[str, ...], tokens_file: Te
         progress = sys.stderr.isatty() and any(
             f is not None for f in (tokens_file, mpns_uris_file, apns_tokens_file))
         code = run_sends(provider.send, _messages(chosen, everything, opts),
-                         as_json, max_outstanding, progress, sys.stdout)
+                         as_json, max_outstanding, progress, sys.stdout, wait=wait, via=chosen)
     finally:
         provider.stop(timeout=5.0)
     sys.exit(code)
@@ -282,6 +313,14 @@ def _start_provider(via: str, explicit: bool, settings: Any, env: dict[str, str]
     down = _reachable(endpoints(via, env, first), timeout)
     if down is not None:
         _fail(EXIT_UNREACHABLE, f"could not reach {via} at {down}")
+    from ccs.console import preflight
+
+    try:
+        down = preflight.token_endpoint(provider, timeout)
+    except preflight.Refused as exc:
+        _fail(EXIT_USAGE, f"authentication refused: {exc}")
+    if down is not None:
+        _fail(EXIT_UNREACHABLE, f"could not reach {via}: {down}")
     provider.start()
     return provider, via
 

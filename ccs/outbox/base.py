@@ -92,6 +92,23 @@ class Event:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class Unreadable(dict):  # type: ignore[type-arg]
+    """A stored payload that cannot be decoded: its message fails, its lane goes on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+def load_payload(text: str | bytes) -> dict[str, Any]:
+    """A stored payload, or Unreadable (never an exception: one bad row must not stop a claim)."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return Unreadable(f"{type(exc).__name__}: {str(exc)[:200]}")
+    return value if isinstance(value, dict) else Unreadable("not a JSON object")
+
+
 def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
 

@@ -44,7 +44,16 @@ from gevent import socket as gsocket
 from ccs.lease import Leases
 from ccs.outbox import redis_lua as lua
 from ccs.outbox import shown
-from ccs.outbox.base import STATES, Event, Finish, NewMessage, Record, Store, dumps
+from ccs.outbox.base import (
+    STATES,
+    Event,
+    Finish,
+    NewMessage,
+    Record,
+    Store,
+    dumps,
+    load_payload,
+)
 from ccs.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -91,7 +100,7 @@ def _num(v: Any, kind: type = float) -> Any:
 
 
 def _record(id: str, d: Mapping[str, Any]) -> Record:
-    return Record(id=id, lane=d["lane"], payload=json.loads(d["payload"]), state=d["state"],
+    return Record(id=id, lane=d["lane"], payload=load_payload(d["payload"]), state=d["state"],
                   to=d.get("to"), attempts=int(d.get("attempts") or 0),
                   resent=int(d.get("resent") or 0), created_at=_num(d.get("created_at")) or 0.0,
                   updated_at=_num(d.get("updated_at")) or 0.0,

@@ -20,6 +20,7 @@ from typing import Any
 import gevent
 from gevent.event import Event as GEvent
 
+from ccs.errors import ConfigError
 from ccs.outbox.base import (
     IN_FLIGHT,
     QUEUED,
@@ -30,6 +31,7 @@ from ccs.outbox.base import (
     Record,
     Store,
     dumps,
+    load_payload,
 )
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ _COLS = ("seq, id, lane, state, payload, target, attempts, resent, created_at, u
 
 def _record(row: Sequence[Any], payload: Any = None) -> Record:
     if payload is None:
-        payload = json.loads(row[4])
+        payload = load_payload(row[4])
     return Record(seq=row[0], id=row[1], lane=row[2], state=row[3], payload=payload,
                   to=row[5], attempts=row[6], resent=row[7], created_at=row[8], updated_at=row[9],
                   expires_at=row[10], via=row[11], provider_message_id=row[12], error=row[13],
@@ -94,6 +96,50 @@ def _bump(db: sqlite3.Connection, moves: dict[str, int]) -> None:
     db.moves.add(moves)  # type: ignore[attr-defined]
 
 
+_EXPECTED = {"messages": {"seq", "id", "lane", "state", "payload", "target", "attempts",
+                          "resent", "created_at", "updated_at", "expires_at", "via",
+                          "provider_message_id", "error", "description", "canonical_id"},
+             "counters": {"state", "n"},
+             "events": {"seq", "kind", "key", "body", "done", "attempts", "next_at", "error",
+                        "created_at"}}
+
+
+def _open(path: str, sync: str) -> _Connection:
+    """Open (or create) the outbox file; anything wrong with it is a ConfigError naming
+    outbox.path: a directory, a missing parent, a file that is not an outbox or is damaged,
+    one that cannot be written."""
+    if os.path.isdir(path):
+        raise ConfigError("outbox.path", f"{path} is a directory, not an outbox file")
+    db: Any = None
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                             factory=_Connection)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+        db.execute("PRAGMA busy_timeout=5000")  # another process (`ccs enqueue`) writing
+        db.executescript(SCHEMA)
+        for table, columns in _EXPECTED.items():
+            have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            if not columns <= have:
+                raise ConfigError("outbox.path", f"{path} is an SQLite file of something else "
+                                  f"(table {table} lacks {', '.join(sorted(columns - have))})")
+        # touch the ends of the tables: a truncated file fails here, not at the first claim
+        db.execute("SELECT max(seq) FROM messages").fetchone()
+        db.execute("SELECT max(seq) FROM events").fetchone()
+        db.execute("SELECT count(*) FROM counters").fetchone()
+    except (sqlite3.Error, OSError) as exc:
+        if db is not None:
+            db.close()
+        parent = os.path.dirname(os.path.abspath(path))
+        hint = f" (no directory {parent})" if not os.path.isdir(parent) else ""
+        raise ConfigError("outbox.path", f"cannot use {path} as the outbox: {exc}{hint}") \
+            from None
+    except ConfigError:
+        db.close()
+        raise
+    return db  # type: ignore[no-any-return]
+
+
 class _Group:
     """Operations committed together, and their results in order."""
 
@@ -113,12 +159,7 @@ class SqliteStore(Store):
         self.batch = batch
         self.commits = 0  # transactions committed; ops / commits = the group size
         self.ops = 0
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                   factory=_Connection)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
-        self._db.execute("PRAGMA busy_timeout=5000")  # another process (`ccs enqueue`) writing
-        self._db.executescript(SCHEMA)
+        self._db = _open(path, sync)
         self._pending: deque[_Group] = deque()
         self._open: _Group | None = None  # the group new operations join
         self._wake = GEvent()
@@ -378,8 +419,13 @@ class OutboxLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise BlockingIOError (another gateway holds it)."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        """Take the lock or raise BlockingIOError (another gateway holds it); ConfigError
+        naming outbox.path when the lock file cannot be made."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigError("outbox.path", f"cannot create the lock file {self.path}: "
+                                             f"{exc.strerror or exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

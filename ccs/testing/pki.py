@@ -91,6 +91,34 @@ def _issue(
     return builder.sign(ca_key, hashes.SHA256())
 
 
+FILES = ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")
+
+
+def load_test_pki(directory: str | os.PathLike[str]) -> TestPKI:
+    """The PKI make_test_pki wrote in `directory` earlier, reused as it is (clients keep
+    trusting its CA); ValueError saying why when it is incomplete or its server certificate
+    has expired."""
+    out = Path(directory)
+    missing = [name for name in FILES if not (out / name).is_file()]
+    if missing:
+        raise ValueError(f"{out} holds a CA but not {', '.join(missing)}")
+    cert = x509.load_pem_x509_certificate((out / "server.pem").read_bytes())
+    if cert.not_valid_after_utc <= datetime.datetime.now(datetime.UTC):
+        raise ValueError(f"the server certificate in {out} expired at {cert.not_valid_after_utc}")
+    return _pki(out)
+
+
+def _pki(out: Path) -> TestPKI:
+    return TestPKI(
+        directory=out,
+        ca_file=str(out / "ca.pem"),
+        cert_file=str(out / "server.pem"),
+        key_file=str(out / "server.key"),
+        client_cert_file=str(out / "client.pem"),
+        client_key_file=str(out / "client.key"),
+    )
+
+
 def make_test_pki(directory: str | os.PathLike[str] | None = None,
                   names: tuple[str, ...] = DEFAULT_NAMES) -> TestPKI:
     """Write a fresh CA, a server certificate for `names` and a client certificate."""
@@ -139,11 +167,4 @@ def make_test_pki(directory: str | os.PathLike[str] | None = None,
         path.write_bytes(data)
         if name.endswith(".key"):
             path.chmod(0o600)
-    return TestPKI(
-        directory=out,
-        ca_file=str(out / "ca.pem"),
-        cert_file=str(out / "server.pem"),
-        key_file=str(out / "server.key"),
-        client_cert_file=str(out / "client.pem"),
-        client_key_file=str(out / "client.key"),
-    )
+    return _pki(out)
