@@ -278,8 +278,15 @@ def test_gunicorn_max_requests_recycling_loses_nothing(emu: CcsEmulator, redis_u
         wait_gateways(store, emu, 2)
         ids = [f"r{i:04d}" for i in range(600)]
         load.run(ids)
-        assert check_delivered(emu, load, store.get) == (0, 0)
+        twice, resent = check_delivered(emu, load, store.get)
+        assert twice == 0
+        # A loaded machine may leave a recycled worker's last messages unanswered at its stop:
+        # they are put back (and counted in its log line), then sent once by another worker.
+        wait_until(lambda: resent <= sum(put_back(server)), what="re-sent only what was put back")
         load.close()
+        # the recycled workers leave "after the current request", up to a second or so later;
+        # until then they still look like the server's two live workers
+        wait_until(lambda: len(put_back(server)) >= 2, timeout=60, what="the recycled workers gone")
         # the replacements are up before the stop (a worker signalled while gunicorn is still
         # forking it misses the signal and is killed at the graceful timeout)
         wait_gateways(store, emu, 2, server=server)
@@ -288,7 +295,8 @@ def test_gunicorn_max_requests_recycling_loses_nothing(emu: CcsEmulator, redis_u
         store.close()
     assert rc == 0, server.text()[-3000:]
     assert server.text().count("Autorestarting worker") >= 2
-    assert len(put_back(server)) >= 4  # every recycled worker stopped its gateway cleanly
+    # every recycled worker stopped its gateway cleanly
+    assert len(put_back(server)) >= 4, server.text()[-6000:]
 
 
 def test_gunicorn_stop_fits_the_graceful_timeout_and_puts_unsent_messages_back(
