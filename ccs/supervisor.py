@@ -249,9 +249,19 @@ class Supervisor:
         children = {c.name: {"running": c.running, "restarts": c.restarts,
                              "last_error": c.last_error} for c in self.children.values()}
         provs = {n: p.healthy() for n, p in self.providers.items()}
+        outbox = self._outbox_health()
         ok = (self.started and not self.stopped and all(c.running for c in self.children.values())
-              and (not provs or any(provs.values())))
-        return {"ok": ok, "providers": provs, "children": children}
+              and (not provs or any(provs.values())) and outbox["ok"])
+        return {"ok": ok, "providers": provs, "children": children, "outbox": outbox}
+
+    def _outbox_health(self) -> dict[str, Any]:
+        """A shared store (Redis) can go away while the gateway runs: say so."""
+        store = self._store
+        if store is None or not hasattr(store, "healthy"):
+            return {"ok": True}
+        up = store.healthy()
+        return {"ok": up} if up else {"ok": False, "error": f"Redis unavailable: "
+                                                            f"{store.last_error}"}
 
     def stats(self) -> dict[str, Any]:
         """node2dm-style counters per provider, plus outbox depth, in-flight and latency."""
@@ -318,7 +328,9 @@ class Supervisor:
 
 def redis_options(s: Settings) -> dict[str, Any]:
     return {"reclaim_idle": s["outbox.reclaim_idle"], "heartbeat": s["outbox.heartbeat"],
-            "stream_maxlen": s["outbox.stream_maxlen"], "record_ttl": s["outbox.record_ttl"]}
+            "stream_maxlen": s["outbox.stream_maxlen"], "record_ttl": s["outbox.record_ttl"],
+            "shards": s["outbox.shards"], "password": s["outbox.password"],
+            "ca_file": s["ccs.ca_file"], "dedup_horizon": s["outbox.dedup_horizon"]}
 
 
 def _safe_stats(p: Provider) -> dict[str, Any]:

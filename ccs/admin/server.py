@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -18,6 +19,7 @@ from gevent.pywsgi import WSGIServer
 
 from ccs.admin import metrics
 from ccs.dispatcher import Stopping
+from ccs.outbox.base import StoreUnavailable
 from ccs.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -29,10 +31,12 @@ StartResponse = Callable[..., Any]
 
 
 class HttpError(Exception):
-    def __init__(self, status: str, message: str, field: str | None = None) -> None:
+    def __init__(self, status: str, message: str, field: str | None = None,
+                 headers: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.field = field
+        self.headers = headers or []
 
 
 class AdminServer:
@@ -85,6 +89,7 @@ class AdminServer:
             if exc.field:
                 body["field"] = exc.field
             headers = [("WWW-Authenticate", "Bearer")] if exc.status.startswith("401") else []
+            headers += exc.headers
             return _json(start_response, exc.status, body, headers)
 
     def _authorise(self, environ: dict[str, Any]) -> None:
@@ -146,6 +151,9 @@ class AdminServer:
             ids = self.supervisor.enqueue_many(messages, via)
         except Stopping as exc:
             raise HttpError("503 Service Unavailable", str(exc)) from None
+        except StoreUnavailable as exc:  # nothing was stored: the client sends it again later
+            raise HttpError("503 Service Unavailable", str(exc), headers=[
+                ("Retry-After", str(max(1, math.ceil(exc.retry_after))))]) from None
         except ValueError as exc:
             raise HttpError("400 Bad Request", str(exc), getattr(exc, "field", None)) from None
         return _json(start_response, "202 Accepted", {"ids": ids})

@@ -101,6 +101,7 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
     A bad line is reported on stderr with its number and skipped; the exit status is then 1."""
     from ccs.dispatcher import Dispatcher
     from ccs.outbox import open_store, shown
+    from ccs.outbox.base import StoreUnavailable
     from ccs.router import RouteError, Router
 
     settings = load_settings(config)
@@ -128,7 +129,12 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
     def flush() -> None:
         nonlocal added
         if pending:
-            added += sum(store.add(pending, time.time()))
+            try:
+                added += sum(store.add(pending, time.time()))
+            except StoreUnavailable as exc:  # exit 1; the lines after `added` were not stored
+                raise click.ClickException(f"{exc} ({added} messages were enqueued before; run "
+                                           "again: lines with a message_id are stored once)"
+                                           ) from None
             pending.clear()
 
     try:
