@@ -201,12 +201,39 @@ def test_leases_budget_and_expiry(redis_url: str) -> None:
     r.close()
 
 
+def test_a_give_back_killed_on_the_wire_still_gives_the_lease_back(crash_redis: Any) -> None:
+    """The root cause of leases outliving a stopped client: the pool's stop kills session
+    greenlets that are giving their lease back, with the ZREM on the wire."""
+    from ccs.outbox.redis_conn import connect
+    from ccs.outbox.redis_url import parse
+
+    r = connect(parse(f"redis://127.0.0.1:{crash_redis.port}/0"))
+    leases = Leases(r, "L", budget=2, ttl=60.0)  # expiry cannot be what frees it here
+    give_back = leases.take()
+    assert give_back is not None and leases.in_use() == 1
+    admin = crash_redis.client()
+    admin.execute_command("CLIENT PAUSE", 10_000, "WRITE")  # the ZREM waits in the server
+    try:
+        g = gevent.spawn(give_back)
+        wait_until(lambda: admin.info("clients")["blocked_clients"] == 1,
+                   what="the ZREM on the wire")
+        g.kill()  # as Pool.stop kills a closing session's greenlet
+    finally:
+        admin.execute_command("CLIENT UNPAUSE")
+    wait_until(lambda: not leases.returning, timeout=5, what="the give-back finished")
+    assert leases.in_use() == 0 and not leases.held
+    admin.close()
+    r.close()
+
+
 SENDER, KEY = "777000111", "lease-test-key"
 
 
 def test_ccs_pool_takes_leases_before_sessions(redis_url: str, pki: Any) -> None:
     with CcsEmulator(sender_id=SENDER, server_key=KEY, pki=pki, max_connections=3) as emu:
-        stores = [RedisStore(redis_url, name=n, heartbeat=0.2, reclaim_idle=1.0)
+        # Leases live 15 s (three 5 s heartbeats): expiry never frees one during this test,
+        # so every lease counted free below was given back.
+        stores = [RedisStore(redis_url, name=n, heartbeat=5.0, reclaim_idle=10.0)
                   for n in ("g1", "g2")]
         clients = []
         for store in stores:
@@ -239,9 +266,8 @@ def test_ccs_pool_takes_leases_before_sessions(redis_url: str, pki: Any) -> None
             assert leases.in_use() == 3 and emu.authenticated_count() == 3
             first.stop(timeout=1)  # its sessions close: their leases go back
             wait_until(lambda: ready(other) == 2, what="the other takes the freed lease")
-            # A lease can outlive a stopped client by at most its ttl (three heartbeats):
-            # seen about one run in four; the budget then over-counts briefly (safe side).
-            wait_until(lambda: leases.in_use() == 2, timeout=3, what="two leases in use")
+            # the stopped client holds none: both of its leases went back when it stopped
+            assert leases.in_use() == 2 and not stores[clients.index(first)]._leases[0].held
             assert other.send({"to": "t", "message_id": "x1"}).get(timeout=5).ok
         finally:
             for c in clients:
