@@ -236,8 +236,16 @@ class RedisStore(Store):
         for n in range(self.shards):
             if len(claimed) + len(expired) >= limit:
                 break
-            c, x = self._claim(lane, (first + n) % self.shards,
-                               limit - len(claimed) - len(expired), now)
+            try:
+                c, x = self._claim(lane, (first + n) % self.shards,
+                                   limit - len(claimed) - len(expired), now)
+            except DOWN as exc:
+                if not claimed and not expired:
+                    raise
+                # What earlier shards handed over is in flight here now: it must reach the
+                # caller (held but never sent, it would be kept from takeover for ever).
+                self._down(exc)
+                break
             claimed += c
             expired += x
         self._expire([r.id for r in expired])
