@@ -280,11 +280,18 @@ class Dispatcher:
             pool.join(timeout=max(0.0, deadline - time.monotonic()))
         for pool in self.pools.values():
             pool.kill(block=True)
-        self.flush()  # outcomes already known are recorded, not put back
         left = list(self._in_flight)
-        if left:
-            self.store.release(left, self.clock())
-            self._in_flight.clear()
+        try:
+            self.flush()  # outcomes already known are recorded, not put back
+            left = list(self._in_flight)
+            if left:
+                self.store.release(left, self.clock())
+        except StoreUnavailable as exc:
+            # Still pending in the shared store: another gateway takes them over (and sends
+            # again those whose outcome could not be written) once they have been idle.
+            log.warning("stopping with the outbox unavailable (%s): %d messages left to "
+                        "takeover by another gateway", exc, len(left))
+        self._in_flight.clear()
         return left
 
     def in_flight(self) -> dict[str, int]:

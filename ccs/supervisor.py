@@ -22,6 +22,7 @@ from ccs.events import EventBus
 from ccs.feedback import Feedback, Webhook
 from ccs.inbound import Inbound
 from ccs.outbox import Store, is_redis, open_store
+from ccs.outbox.base import StoreUnavailable
 from ccs.outbox.sqlite import OutboxLock
 from ccs.outcome import Listeners, SendResult
 from ccs.provider import Provider
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 60.0
 STABLE_AFTER = 60.0  # a child that ran this long without crashing starts its backoff afresh
+STORE_BACKOFF = 5.0  # longest wait before a child stopped by an unavailable store runs again
 
 
 @dataclass(slots=True)
@@ -194,6 +196,10 @@ class Supervisor:
             try:
                 child.fn()
                 return  # a child that returns is finished, not crashed
+            except StoreUnavailable as exc:  # Redis away: not a bug; ask again soon
+                child.last_error = f"{type(exc).__name__}: {exc}"
+                delay = min(delay, STORE_BACKOFF)
+                log.warning("child %s: %s; restarting in %.2fs", child.name, exc, delay)
             except Exception as exc:
                 child.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("child %s crashed; restarting in %.2fs", child.name, delay)

@@ -7,7 +7,11 @@ Retry-After and 500; APNs GOAWAY, REFUSED_STREAM resets (stream-limit drops) and
 dropped before TLS. Gateway 0 lives throughout (its memory is watched); the others are killed
 (SIGKILL, every third a clean SIGTERM) and replaced. At the end, with faults off, the queue
 drains and every accepted message must have exactly one terminal outcome (record and outcome
-stream). Loopback only, bounded by --seconds, --max-messages and --grace. Last line:
+stream). With --cluster the outbox is a 3-master Redis Cluster with a replica each, started
+here on loopback ports, and Redis itself fails too: every --redis-every seconds a master is
+SIGKILLed (its replica takes over; the old master restarts as a replica) or a replica is
+promoted with CLUSTER FAILOVER, in turn. Loopback only, bounded by --seconds, --max-messages
+and --grace. Last line:
 `result: seconds=.. accepted=.. terminal=.. lost=.. duplicates=.. ... rss_start_kb=..
 rss_end_kb=..`; exit status 1 when anything is lost or has two outcomes.
 """
@@ -30,6 +34,7 @@ import gevent
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ccs.outbox.base import StoreUnavailable  # noqa: E402
 from scripts.scale_support import KEY, REDIS, SENDER, Gateways, cleanup  # noqa: E402
 
 KEY_ID, TEAM_ID, TOPIC = "SOAKKEY123", "SOAKTEAM12", "com.example.soak"
@@ -68,7 +73,14 @@ class Soak:
         self.apns = ApnsEmulator(pki, keys={KEY_ID: key.public_key()}, team_id=TEAM_ID,
                                  topics=(TOPIC,), record=1_000_000).start()
         self.prefix = f"soak-{secrets.token_hex(4)}"
-        self.url = f"{REDIS}?prefix={self.prefix}"
+        self.cluster = None
+        if args.cluster:
+            from ccs.testing.redis_servers import RedisCluster
+
+            self.cluster = RedisCluster(masters=3, replicas=1).start()
+            self.url = self.cluster.url(self.prefix)
+        else:
+            self.url = f"{REDIS}?prefix={self.prefix}"
         self.store = RedisStore(self.url)
         info = {"host": self.ccs.host, "port": self.ccs.port, "ca_file": pki.ca_file}
         self.gws = Gateways(self.url, [(None, info)], connections=2, count=args.gateways,
@@ -82,6 +94,8 @@ class Soak:
         self.accepted: set[str] = set()
         self.faults: Counter[str] = Counter()
         self.kills = 0
+        self.refused = 0  # enqueue batches refused while Redis was away (then offered again)
+        self.redis_faults: Counter[str] = Counter()
         self.producing = True
         self.faulting = True
 
@@ -112,9 +126,16 @@ class Soak:
                     lane, msg = "apns", {"to": f"{n:064x}", "alert": f"soak {n}"}
                 batch.append(Dispatcher._new(msg, lane, now, n))
                 n += 1
-            for m, new in zip(batch, self.store.add(batch, now), strict=True):
-                if new:
-                    self.accepted.add(m.id)
+            while True:
+                try:
+                    self.store.add(batch, now)
+                    break
+                except StoreUnavailable:  # Redis failing over: the same ids again shortly
+                    self.refused += 1
+                    gevent.sleep(0.2)
+            # (a batch offered again reports what its first try stored as "not new": every
+            # id is accepted once its batch was acknowledged)
+            self.accepted.update(m.id for m in batch)
             gevent.sleep(0.1)
 
     def inject(self) -> None:
@@ -179,6 +200,40 @@ class Soak:
                     self.gws.kill(i)
             self.gws.start(i)
 
+    def redis_churn(self) -> None:
+        """Cluster only: SIGKILL a master (its replica takes over, it comes back as a replica)
+        or promote a replica with CLUSTER FAILOVER, in turn."""
+        if self.cluster is None:
+            return
+        n = 0
+        while self.faulting:
+            gevent.sleep(self.args.redis_every)
+            if not self.faulting:
+                return
+            masters = [x for x in self.cluster.nodes if x.proc and x.proc.poll() is None
+                       and x.client().info("replication")["role"] == "master"]
+            victim = self.rnd.choice(masters)
+            if n % 2 == 0:
+                victim.kill()
+                self._wait_slots_served()
+                victim.start()  # rejoins as a replica of the promoted one
+                self.redis_faults["master_killed_and_restarted"] += 1
+            else:
+                self.cluster.failover(victim)
+                self.redis_faults["replica_promoted"] += 1
+            n += 1
+
+    def _wait_slots_served(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            live = [x for x in self.cluster.nodes if x.proc and x.proc.poll() is None]
+            try:
+                if all(x.client().cluster("info")["cluster_state"] == "ok" for x in live):
+                    return
+            except Exception:
+                pass
+            gevent.sleep(0.1)
+
     # the check
     def check(self) -> dict[str, Any]:
         r = self.store.redis
@@ -188,20 +243,21 @@ class Soak:
         for i in range(0, len(ids), 1000):
             pipe = r.pipeline(transaction=False)
             for mid in ids[i:i + 1000]:
-                pipe.hget(f"{self.store.p}m:{mid}", "state")
+                pipe.hget(f"{self.store.shard(mid)}m:{mid}", "state")
             for mid, st in zip(ids[i:i + 1000], pipe.execute(), strict=True):
                 states[st or "missing"] += 1
                 if st in ("ok", "failed", "expired", "unknown"):
                     terminal.add(mid)
         outcomes: Counter[str] = Counter()
-        last = "-"
-        while True:
-            rows = r.xrange(f"{self.store.p}s:outcome", min=last, count=10000)
-            rows = [x for x in rows if x[0] != last]
-            if not rows:
-                break
-            outcomes.update(f["id"] for _, f in rows)
-            last = rows[-1][0]
+        for key in self.store.stream_keys("outcome"):
+            last = "-"
+            while True:
+                rows = r.xrange(key, min=last, count=10000)
+                rows = [x for x in rows if x[0] != last]
+                if not rows:
+                    break
+                outcomes.update(f["id"] for _, f in rows)
+                last = rows[-1][0]
         fcm_ok = Counter(s.target for s in self.fcm.seen
                          if s.path.endswith("messages:send") and s.status == 200)
         apns_ok = Counter(s.token for s in self.apns.seen if s.status == 200)
@@ -230,6 +286,7 @@ class Soak:
         group.spawn(self.produce)
         group.spawn(self.inject)
         group.spawn(self.churn)
+        group.spawn(self.redis_churn)
         gevent.sleep(a.seconds)
         self.producing = False
         self.faulting = False
@@ -249,6 +306,9 @@ class Soak:
         self.gws.stop()
         out = self.check()
         print(f"faults injected: {dict(self.faults)}; gateway kills/stops: {self.kills}")
+        if self.cluster is not None:
+            print(f"Redis faults: {dict(self.redis_faults)}; enqueue batches refused meanwhile "
+                  f"and offered again: {self.refused}")
         print(f"states: {out['states']}; resent (taken over or put back): {out['resent']}; "
               f"delivered twice per emulator: {out['duplicates_by']} (CCS: resent after a "
               "dropped connection or a gateway kill; at-least-once)")
@@ -278,7 +338,10 @@ class Soak:
         self.ccs.stop()
         self.fcm.stop()
         self.apns.stop()
-        cleanup(self.prefix)
+        if self.cluster is not None:
+            self.cluster.stop()
+        else:
+            cleanup(self.prefix)
 
 
 def main() -> None:
@@ -293,6 +356,10 @@ def main() -> None:
     ap.add_argument("--grace", type=float, default=90.0,
                     help="seconds the queue may take to drain at the end")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--cluster", action="store_true",
+                    help="run on a private 3-master Redis Cluster with Redis faults")
+    ap.add_argument("--redis-every", type=float, default=15.0,
+                    help="seconds between Redis faults (--cluster)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         soak = Soak(args, Path(tmp))
