@@ -282,6 +282,7 @@ class Soak:
         self.gws.wait_ready(self.store, timeout=60)
         procs0 = self.gws.procs[0]
         rss_start = self.gws_rss(procs0)
+        redis_start = self.redis_memory_kb()
         group = gevent.pool.Group()
         group.spawn(self.produce)
         group.spawn(self.inject)
@@ -304,6 +305,7 @@ class Soak:
                 break
             gevent.sleep(0.2)
         self.gws.stop()
+        redis_end = self.redis_memory_kb()
         out = self.check()
         print(f"faults injected: {dict(self.faults)}; gateway kills/stops: {self.kills}")
         if self.cluster is not None:
@@ -313,7 +315,8 @@ class Soak:
               f"delivered twice per emulator: {out['duplicates_by']} (CCS: resent after a "
               "dropped connection or a gateway kill; at-least-once)")
         print(f"gateway 0 resident memory: {rss_start} kB at start, {rss_end} kB at end; "
-              f"this process {rss_self_kb()} kB")
+              f"this process {rss_self_kb()} kB; Redis used_memory {redis_start} kB at start, "
+              f"{redis_end} kB at end (records are kept: CCS_OUTBOX_RECORD_TTL=0)")
         st = out["states"]
         print(f"result: seconds={time.monotonic() - began:.0f} accepted={out['accepted']} "
               f"terminal={out['terminal']} lost={out['lost']} duplicates={out['duplicates']} "
@@ -322,6 +325,19 @@ class Soak:
               f"unknown={st.get('unknown', 0)} resent={out['resent']} kills={self.kills} "
               f"rss_start_kb={rss_start} rss_end_kb={rss_end}")
         return 1 if out["lost"] or out["two_outcomes"] else 0
+
+    def redis_memory_kb(self) -> int:
+        """used_memory of every master (the outbox's Redis), in kB."""
+        if self.cluster is None:
+            return int(self.store.redis.info("memory")["used_memory"]) // 1024
+        total = 0
+        for x in self.cluster.nodes:
+            if x.proc is not None and x.proc.poll() is None:
+                c = x.client()
+                if c.info("replication")["role"] == "master":
+                    total += int(c.info("memory")["used_memory"])
+                c.close()
+        return total // 1024
 
     def gws_rss(self, proc: Any) -> int:
         try:
