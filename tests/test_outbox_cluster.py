@@ -163,3 +163,19 @@ def test_each_shard_is_one_slot(cluster_url: str) -> None:
     slots = {r.keyslot(k) for k in keys}
     assert len(slots) == 8  # one slot per shard
     store.close()
+
+
+def test_scripts_missing_on_a_node_are_loaded_again(crash_redis: RedisServer) -> None:
+    """A restarted Redis (or a promoted replica) has no scripts: the shard pipeline loads them
+    and runs again."""
+    store = RedisStore(f"redis://127.0.0.1:{crash_redis.port}/0?prefix=nos", shards=8)
+    assert store.add([msg(i) for i in range(40)], 1.0) == [True] * 40
+    admin = crash_redis.client()
+    admin.script_flush()
+    assert store.add([msg(i) for i in range(30, 80)], 2.0) == [False] * 10 + [True] * 40
+    claimed, _ = store.claim("fcm", 100, 3.0)
+    admin.script_flush()
+    store.finish([ok(r.id) for r in claimed], 4.0)
+    assert store.counts()["ok"] == 80
+    admin.close()
+    store.close()

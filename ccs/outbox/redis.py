@@ -211,7 +211,8 @@ class RedisStore(Store):
     # messages
     @guarded
     def add(self, items: Sequence[NewMessage], now: float) -> list[bool]:
-        out = [False] * len(items)
+        calls: list[tuple[list[str], list[Any]]] = []
+        places: list[list[int]] = []
         for k, where in self._by_shard([m.id for m in items]).items():
             p = self.ps[k]
             for i in range(0, len(where), CHUNK):
@@ -221,10 +222,33 @@ class RedisStore(Store):
                     m = items[j]
                     args += [m.id, m.lane, dumps(m.payload), m.to or "",
                              repr(m.expires_at) if m.expires_at is not None else ""]
-                got = self._s["ADD"](keys=[p + "counts"], args=args)
-                for j, x in zip(chunk, got, strict=True):
-                    out[j] = bool(x)
+                calls.append(([p + "counts"], args))
+                places.append(chunk)
+        out = [False] * len(items)
+        for chunk, got in zip(places, self._many("ADD", calls), strict=True):
+            for j, x in zip(chunk, got, strict=True):
+                out[j] = bool(x)
         return out
+
+    def _many(self, name: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run script `name` once per (keys, args), every shard's call in one pipeline (a
+        cluster client sends each node its part): one round trip instead of one per shard.
+        A node without the script (restarted, a promoted replica) gets it and the pipeline
+        runs again; the scripts used here give the same result when run twice."""
+        if len(calls) <= 1:
+            return [self._s[name](keys=k, args=a) for k, a in calls]
+        script = self._s[name]
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            try:
+                return list(pipe.execute())
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                self.redis.script_load(script.script)
+        raise AssertionError("unreachable")
 
     @guarded
     def claim(self, lane: str, limit: int, now: float) -> tuple[list[Record], list[Record]]:
@@ -297,6 +321,7 @@ class RedisStore(Store):
 
     @guarded
     def finish(self, done: Sequence[Finish], now: float) -> None:
+        calls: list[tuple[list[str], list[Any]]] = []
         for k, where in self._by_shard([f.id for f in done]).items():
             p = self.ps[k]
             for i in range(0, len(where), CHUNK):
@@ -306,10 +331,11 @@ class RedisStore(Store):
                     o = f.outcome
                     args += [f.id, f.state, o.via or "", o.message_id or "", o.error or "",
                              o.description or "", o.canonical_id or ""]
-                self._s["FINISH"](keys=[p + "counts"], args=args)
-                for f in chunk:
-                    self._held.pop(f.id, None)
-                self._expire([f.id for f in chunk])
+                calls.append(([p + "counts"], args))
+        self._many("FINISH", calls)
+        for f in done:
+            self._held.pop(f.id, None)
+        self._expire([f.id for f in done])
 
     def _requeue(self, k: int, ids: Sequence[str], now: float) -> int:
         p, n = self.ps[k], 0
