@@ -67,7 +67,8 @@ EVENT_HOLD = 60.0  # seconds a handed-out event is hidden from other gateways
 # Errors that mean "Redis cannot take this now" (down, loading, failing over), not "bad call".
 DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterError,
         redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,
-        redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingError)
+        redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingError,
+        redis.exceptions.RedisClusterException)  # the last: no node reachable, slot uncovered
 T = TypeVar("T")
 
 

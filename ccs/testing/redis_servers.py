@@ -43,6 +43,7 @@ class RedisServer:
 
     def __init__(self, directory: Path | None = None, *, tls: Any = None, cluster: bool = False,
                  appendonly: bool = True, password: str | None = None, port: int = 0) -> None:
+        self._made_dir = directory is None  # removed by stop()
         self.dir = Path(directory or tempfile.mkdtemp(prefix="ccs-redis-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -94,6 +95,9 @@ class RedisServer:
 
         try:
             _wait(up, 20, f"redis-server on port {self.port}")
+        except BaseException:
+            self.kill()
+            raise
         finally:
             c.close()
         return self
@@ -112,6 +116,8 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self._made_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def log(self) -> str:
         p = self.dir / "redis.log"
@@ -138,6 +144,13 @@ class RedisCluster:
         return f"{scheme}://{hosts}/?prefix={prefix}"
 
     def start(self) -> RedisCluster:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # no redis-server left behind
+            raise
+
+    def _start(self) -> RedisCluster:
         for s in self.nodes:
             s.start()
         clients = [s.client() for s in self.nodes]
