@@ -113,7 +113,7 @@ REGISTRY: tuple[Setting, ...] = (
        "CCS connection leases expire", minimum=0.005),
     _s("outbox.stream_maxlen", "CCS_OUTBOX_STREAM_MAXLEN", "int", 1_000_000,
        "Redis outbox: entries kept (about) in each public stream (outcome, upstream, receipt, "
-       "token)", minimum=1),
+       "token), all shards together", minimum=1),
     _s("outbox.record_ttl", "CCS_OUTBOX_RECORD_TTL", "float", 0.0,
        "Redis outbox: seconds a finished message's record is kept for `ccs status` (0: for ever, "
        "as in SQLite)", minimum=0),

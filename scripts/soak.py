@@ -90,7 +90,13 @@ class Soak:
                             CCS_APNS_PORT=str(self.apns.port), CCS_APNS_KEY_FILE=str(key_file),
                             CCS_APNS_KEY_ID=KEY_ID, CCS_APNS_TEAM_ID=TEAM_ID,
                             CCS_APNS_TOPIC=TOPIC, CCS_APNS_CONNECTIONS="1",
-                            CCS_STOP_TIMEOUT="3")
+                            CCS_STOP_TIMEOUT="3", CCS_OUTBOX_RECORD_TTL=str(args.record_ttl),
+                            CCS_OUTBOX_STREAM_MAXLEN=str(args.stream_maxlen))
+        # followed live from the start: with records expiring and streams trimmed, what was
+        # read as it came is the record of every outcome
+        self.outcomes: Counter[str] = Counter()
+        self.status: dict[str, str] = {}
+        self.memory: list[tuple[float, int]] = []  # (seconds since start, Redis used_memory kB)
         self.accepted: set[str] = set()
         self.faults: Counter[str] = Counter()
         self.kills = 0
@@ -234,8 +240,20 @@ class Soak:
                 pass
             gevent.sleep(0.1)
 
+    def follow_outcomes(self) -> None:
+        for _, data in self.store.tail(["outcome"], start="0-0"):
+            self.outcomes[data["id"]] += 1
+            self.status[data["id"]] = data["status"]
+
+    def sample_memory(self, began: float) -> None:
+        while True:
+            self.memory.append((time.monotonic() - began, self.redis_memory_kb()))
+            gevent.sleep(self.args.seconds / 6)
+
     # the check
     def check(self) -> dict[str, Any]:
+        if self.args.record_ttl > 0:
+            return self.check_followed()
         r = self.store.redis
         ids = sorted(self.accepted)
         states: Counter[str] = Counter()
@@ -258,6 +276,19 @@ class Soak:
                     break
                 outcomes.update(f["id"] for _, f in rows)
                 last = rows[-1][0]
+        return self.summary(ids, terminal, outcomes, states)
+
+    def check_followed(self) -> dict[str, Any]:
+        """Records expire here: every accepted id needs one outcome among those followed."""
+        ids = sorted(self.accepted)
+        deadline = time.monotonic() + 30
+        while not set(ids) <= set(self.outcomes) and time.monotonic() < deadline:
+            gevent.sleep(0.2)  # the follower catching up with the last outcomes
+        states = Counter(self.status.get(i, "missing") for i in ids)
+        return self.summary(ids, set(self.outcomes), self.outcomes, states)
+
+    def summary(self, ids: list[str], terminal: set[str], outcomes: Counter[str],
+                states: Counter[str]) -> dict[str, Any]:
         fcm_ok = Counter(s.target for s in self.fcm.seen
                          if s.path.endswith("messages:send") and s.status == 200)
         apns_ok = Counter(s.token for s in self.apns.seen if s.status == 200)
@@ -288,6 +319,9 @@ class Soak:
         group.spawn(self.inject)
         group.spawn(self.churn)
         group.spawn(self.redis_churn)
+        watchers = gevent.pool.Group()
+        watchers.spawn(self.follow_outcomes)
+        watchers.spawn(self.sample_memory, began)
         gevent.sleep(a.seconds)
         self.producing = False
         self.faulting = False
@@ -307,6 +341,7 @@ class Soak:
         self.gws.stop()
         redis_end = self.redis_memory_kb()
         out = self.check()
+        watchers.kill()
         print(f"faults injected: {dict(self.faults)}; gateway kills/stops: {self.kills}")
         if self.cluster is not None:
             print(f"Redis faults: {dict(self.redis_faults)}; enqueue batches refused meanwhile "
@@ -316,7 +351,9 @@ class Soak:
               "dropped connection or a gateway kill; at-least-once)")
         print(f"gateway 0 resident memory: {rss_start} kB at start, {rss_end} kB at end; "
               f"this process {rss_self_kb()} kB; Redis used_memory {redis_start} kB at start, "
-              f"{redis_end} kB at end (records are kept: CCS_OUTBOX_RECORD_TTL=0)")
+              f"{redis_end} kB at end (CCS_OUTBOX_RECORD_TTL={a.record_ttl:g})")
+        print("Redis used_memory during the run: " + ", ".join(
+            f"{t:.0f}s {kb} kB" for t, kb in self.memory))
         st = out["states"]
         print(f"result: seconds={time.monotonic() - began:.0f} accepted={out['accepted']} "
               f"terminal={out['terminal']} lost={out['lost']} duplicates={out['duplicates']} "
@@ -372,6 +409,12 @@ def main() -> None:
     ap.add_argument("--grace", type=float, default=90.0,
                     help="seconds the queue may take to drain at the end")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--record-ttl", type=float, default=0.0,
+                    help="CCS_OUTBOX_RECORD_TTL of the gateways: with it, finished records "
+                         "expire and Redis memory levels off; outcomes are then checked from "
+                         "the outcome streams followed live")
+    ap.add_argument("--stream-maxlen", type=int, default=1_000_000,
+                    help="CCS_OUTBOX_STREAM_MAXLEN of the gateways")
     ap.add_argument("--cluster", action="store_true",
                     help="run on a private 3-master Redis Cluster with Redis faults")
     ap.add_argument("--redis-every", type=float, default=15.0,

@@ -56,6 +56,12 @@ def test_url_and_configuration_errors(redis_url: str) -> None:
     with pytest.raises(ConfigError) as exc:
         parse("redis://:hunter2@h:x/0")
     assert "hunter2" not in str(exc.value)
+    from ccs.outbox import shown
+
+    assert shown("rediss+cluster://u:pw@a:1,b:2/?prefix=q") == \
+        "rediss+cluster://u:***@a:1,b:2/?prefix=q"
+    assert shown("redis://:p@ss@h?prefix=x") == "redis://:***@h?prefix=x"
+    assert shown("redis://h:1/0?prefix=x") == "redis://h:1/0?prefix=x"
     with pytest.raises(ConfigError, match="outbox.reclaim_idle"):
         RedisStore(redis_url, reclaim_idle=1.0, heartbeat=1.0)
     with pytest.raises(ConfigError, match="cannot reach Redis"):

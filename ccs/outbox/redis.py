@@ -146,7 +146,8 @@ class RedisStore(Store):
         self.ps = [f"{{{prefix}:{k}}}:" for k in range(self.shards)]
         self.reclaim_idle = reclaim_idle
         self.heartbeat = heartbeat
-        self.maxlen = stream_maxlen
+        # the public streams' length is for the outbox: each shard keeps its part of it
+        self.maxlen = max(1, -(-stream_maxlen // self.shards))
         self.record_ttl = record_ttl  # seconds a finished record is kept (0: for ever)
         self.dedup_horizon = dedup_horizon
         self.consumer = name or f"{std_socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
