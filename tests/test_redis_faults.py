@@ -122,6 +122,15 @@ def test_redis_killed_and_restarted_mid_run(crash_redis: RedisServer) -> None:
 
 def test_replica_promoted_mid_run(cluster: RedisCluster, cluster_url: str) -> None:
     sup, ccs = gateway(cluster_url)
+    # a plain client following every outcome as it comes (its reads block on the masters)
+    follower = RedisStore(cluster_url, name="follower")
+    seen: Counter[str] = Counter()
+
+    def follow() -> None:
+        for _, data in follower.tail(["outcome"], block_ms=500, start="0-0"):
+            seen[data["id"]] += 1
+
+    watcher = gevent.spawn(follow)
     producer = Producer(sup, total=3000)
     try:
         wait_until(lambda: len(producer.accepted) >= 600, timeout=30, what="sending under way")
@@ -134,6 +143,13 @@ def test_replica_promoted_mid_run(cluster: RedisCluster, cluster_url: str) -> No
         sent = check_one_outcome_each(cluster_url, producer.accepted, ccs)
         assert sum(n - 1 for n in sent.values()) <= 100
         assert sup.health()["ok"]
+        # the follower read through the failover (a blocked read on the demoted master is
+        # answered UNBLOCKED) and saw each outcome once
+        wait_until(lambda: len(seen) >= 3000, timeout=20, what="the follower caught up")
+        assert set(seen) == set(producer.accepted) and set(seen.values()) == {1}
+        assert not watcher.dead
     finally:
+        watcher.kill()
+        follower.close()
         producer.greenlet.kill()
         sup.stop()

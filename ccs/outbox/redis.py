@@ -619,6 +619,13 @@ class RedisStore(Store):
         while not self._closed and wanted():
             try:
                 got = self.redis.xread(pos, block=block_ms) or []
+            except redis.ResponseError as exc:
+                # A master demoted (failover) while the read was blocked answers UNBLOCKED;
+                # the cluster client then finds the new master on the next call.
+                if not str(exc).startswith("UNBLOCKED"):
+                    raise
+                gevent.sleep(self.retry_after)
+                continue
             except DOWN as exc:
                 self._down(exc)
                 gevent.sleep(self.retry_after)
