@@ -240,6 +240,27 @@ class Soak:
                 pass
             gevent.sleep(0.1)
 
+    def print_stuck(self, most: int = 10) -> None:
+        """What holds the queue: each unfinished record, its stream entry and pending state."""
+        from ccs.outbox.redis import GROUP
+
+        r, shown = self.store.redis, 0
+        for mid in sorted(self.accepted):
+            rec = r.hgetall(f"{self.store.shard(mid)}m:{mid}")
+            if rec.get("state") not in ("queued", "in_flight"):
+                continue
+            q = f"{self.store.shard(mid)}q:{rec['lane']}"
+            entry = rec.get("entry", "")
+            in_stream = bool(r.xrange(q, min=entry, max=entry)) if entry else False
+            pel = r.xpending_range(q, GROUP, entry, entry, 1) if entry else []
+            group = next((g for g in r.xinfo_groups(q) if g["name"] == GROUP), None)
+            print(f"stuck {mid}: state={rec['state']} entry={entry} in_stream={in_stream} "
+                  f"pending={pel} group_last_delivered={group and group['last-delivered-id']}",
+                  flush=True)
+            shown += 1
+            if shown >= most:
+                return
+
     def follow_outcomes(self) -> None:
         for _, data in self.store.tail(["outcome"], start="0-0"):
             self.outcomes[data["id"]] += 1
@@ -336,6 +357,7 @@ class Soak:
                 break
             if time.monotonic() > deadline:
                 print(f"queue did not drain within {a.grace}s: {c}", flush=True)
+                self.print_stuck()
                 break
             gevent.sleep(0.2)
         self.gws.stop()

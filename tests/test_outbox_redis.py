@@ -385,3 +385,17 @@ def test_ccs_tail_follows_the_shared_streams(redis_url: str) -> None:
         proc.wait()
         reader.kill()
         store.close()
+
+
+def test_a_lost_consumer_group_is_made_again(redis_url: str) -> None:
+    """A failover that lost a stream's group (or a deleted stream) must not stop its lane."""
+    store = RedisStore(redis_url, shards=1)
+    store.add([msg(1)], now=1.0)
+    assert [r.id for r in store.claim("fcm", 10, now=2.0)[0]] == ["m1"]
+    store.redis.delete(f"{store.ps[0]}q:fcm")  # the group goes with the stream
+    store.add([msg(2)], now=3.0)  # XADD makes the stream again, without a group
+    got: list[Any] = []
+    wait_until(lambda: bool(got.extend(store.claim("fcm", 10, now=4.0)[0]) or got),
+               what="the lane claiming again")
+    assert [r.id for r in got] == ["m2"]
+    store.close()

@@ -279,6 +279,19 @@ class RedisStore(Store):
 
     def _claim(self, lane: str, k: int, limit: int, now: float
                ) -> tuple[list[Record], list[Record]]:
+        try:
+            return self._claim_from(lane, k, limit, now)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The group is gone (a failover lost its creation, or someone deleted the
+            # stream): make it again; its entries are read from the start.
+            self._groups.discard((lane, k))
+            self._group(lane, k)
+            return [], []
+
+    def _claim_from(self, lane: str, k: int, limit: int, now: float
+                    ) -> tuple[list[Record], list[Record]]:
         q = self._group(lane, k)
         entries: list[tuple[str, str]] = []
         if time.monotonic() >= self._next_reclaim.get((lane, k), 0.0):
