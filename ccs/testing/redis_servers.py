@@ -38,6 +38,10 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
         gevent.sleep(0.02)  # lets a gateway in this process run meanwhile
 
 
+class PortTaken(RuntimeError):
+    """Another process bound the free port picked for redis-server first."""
+
+
 class RedisServer:
     """One redis-server on 127.0.0.1 (plain port; with `tls` a TLS port instead)."""
 
@@ -53,6 +57,7 @@ class RedisServer:
         self.appendonly = appendonly
         self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
+        self._fresh = not port  # its port was picked here and never used yet
 
     def args(self) -> list[str]:
         a = ["redis-server", "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", "",
@@ -83,6 +88,20 @@ class RedisServer:
                            decode_responses=True, socket_timeout=5, **kw)
 
     def start(self) -> RedisServer:
+        """Start (or start again, on the same port and directory). A port picked here that
+        another process took meanwhile is picked again, before the first start only."""
+        for attempt in range(3):
+            try:
+                return self._start()
+            except PortTaken:
+                if not self._fresh or attempt == 2:
+                    raise
+                self.port = free_port()
+                if self.cluster:
+                    self.bus_port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self) -> RedisServer:
         self.proc = subprocess.Popen(self.args(), cwd=self.dir, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         c = self.client()
@@ -90,7 +109,10 @@ class RedisServer:
 
         def up() -> bool:
             if proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {self.log()[-600:]}")
+                log = self.log()
+                if "Address already in use" in log[-2000:]:
+                    raise PortTaken(log[-600:])
+                raise RuntimeError(f"redis-server exited: {log[-600:]}")
             return bool(c.ping())
 
         try:
@@ -100,6 +122,7 @@ class RedisServer:
             raise
         finally:
             c.close()
+        self._fresh = False
         return self
 
     def kill(self) -> None:
@@ -164,14 +187,14 @@ class RedisCluster:
                 c.execute_command("CLUSTER MEET", "127.0.0.1", self.nodes[0].port,
                                   self.nodes[0].bus_port)
             _wait(lambda: all(len(c.execute_command("CLUSTER NODES")) == len(ids)
-                              for c in clients), 30, "every node to know every other")
+                              for c in clients), 60, "every node to know every other")
             for j, c in enumerate(clients[self.masters:]):
                 c.execute_command("CLUSTER REPLICATE", ids[j % self.masters])
             _wait(lambda: all(c.cluster("info")["cluster_state"] == "ok" for c in clients),
-                  30, "cluster_state:ok on every node")
+                  60, "cluster_state:ok on every node")
             if self.replicas:
                 _wait(lambda: all(c.info("replication")["master_link_status"] == "up"
-                                  for c in clients[self.masters:]), 30, "replicas in sync")
+                                  for c in clients[self.masters:]), 60, "replicas in sync")
         finally:
             for c in clients:
                 c.close()
