@@ -153,3 +153,26 @@ def test_replica_promoted_mid_run(cluster: RedisCluster, cluster_url: str) -> No
         follower.close()
         producer.greenlet.kill()
         sup.stop()
+
+
+def test_connections_dropped_mid_run(crash_redis: RedisServer) -> None:
+    """A network drop: Redis closes every client connection, again and again, while the
+    gateway sends; it reconnects and every accepted message still has one outcome."""
+    url = f"redis://127.0.0.1:{crash_redis.port}/0?prefix=drop"
+    sup, ccs = gateway(url)
+    producer = Producer(sup, total=2000)
+    admin = crash_redis.client()
+    drops = 0
+    try:
+        while not producer.greenlet.dead:
+            wait_until(lambda n=len(producer.accepted): len(producer.accepted) > n
+                       or producer.greenlet.dead, timeout=30, what="more accepted")
+            drops += admin.client_kill_filter(_type="normal", skipme=True)
+        assert len(producer.accepted) == 2000 and drops >= 10
+        sent = check_one_outcome_each(url, producer.accepted, ccs)
+        assert sum(n - 1 for n in sent.values()) <= 100
+        wait_until(lambda: sup.health()["ok"], what="health back once connected again")
+    finally:
+        admin.close()
+        producer.greenlet.kill()
+        sup.stop()
