@@ -14,13 +14,22 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
 from gevent.pool import Pool
 
 from ccs.limits import check_message
 from ccs.message import validate_downstream
-from ccs.outbox.base import Finish, NewMessage, Record, Store, Unreadable, dumps
+from ccs.outbox.base import (
+    Finish,
+    NewMessage,
+    Record,
+    Store,
+    StoreUnavailable,
+    Unreadable,
+    dumps,
+)
 from ccs.outcome import Listeners, Outcome, SendResult, Status
 from ccs.provider import Provider
 from ccs.providers import check_provider, to_provider
@@ -37,6 +46,21 @@ def new_id() -> str:
     Ids in time order append to the outbox's id index instead of landing at random pages:
     measured 3.4 us per insert instead of 7.6 us with uuid4."""
     return f"{time.time_ns():016x}{secrets.token_hex(8)}"
+
+
+class Backoff:
+    """Doubling waits (0.05 s up to 5 s) while the store is unavailable."""
+
+    def __init__(self, first: float = 0.05, most: float = 5.0) -> None:
+        self.first, self.most, self.delay = first, most, first
+
+    def wait(self, exc: Exception) -> None:
+        log.warning("outbox unavailable (%s); trying again in %.2fs", exc, self.delay)
+        gevent.sleep(self.delay)
+        self.delay = min(self.most, self.delay * 2)
+
+    def reset(self) -> None:
+        self.delay = self.first
 
 
 class Stopping(RuntimeError):
@@ -153,7 +177,11 @@ class Dispatcher:
         return NewMessage(mid, lane, payload, str(to) if to is not None else None, expires)
 
     def result(self, id: str) -> SendResult:
-        """A SendResult that resolves when message `id` reaches its outcome."""
+        """A SendResult that resolves when message `id` reaches its outcome (a store shared by
+        many gateways resolves it whichever gateway sends it)."""
+        shared = getattr(self.store, "result", None)
+        if shared is not None:
+            return shared(id)
         res = self._waiters.get(id)
         if res is None:
             res = self._waiters[id] = SendResult(id)
@@ -175,7 +203,17 @@ class Dispatcher:
                 ev.set()
 
     def run_lane(self, lane: str, poll: float = 1.0) -> None:
-        """Feed one lane until stopped (a supervisor child)."""
+        """Feed one lane until stopped (a supervisor child); an unavailable store is asked
+        again with doubling backoff (at most 5 s)."""
+        backoff = Backoff()
+        while self._claiming:
+            try:
+                self._feed(lane, poll, backoff)
+                return
+            except StoreUnavailable as exc:
+                backoff.wait(exc)
+
+    def _feed(self, lane: str, poll: float, backoff: Backoff) -> None:
         wake = self._wake[lane]
         while self._claiming:
             target = self.router.choose(lane)
@@ -192,6 +230,7 @@ class Dispatcher:
             wake.clear()
             claimed, expired = self.store.claim(lane, min(pool.free_count(), self.batch),
                                                 self.clock())
+            backoff.reset()
             for r in expired:
                 self._resolved(r, outcome_of(r), 0.0)
             now = time.monotonic()
@@ -240,9 +279,16 @@ class Dispatcher:
         self._done_wake.set()
 
     def run_finisher(self) -> None:
-        """Record outcomes in batches, then tell waiters and observers (a supervisor child)."""
+        """Record outcomes in batches, then tell waiters and observers (a supervisor child).
+        While the store is unavailable the outcomes wait here and are written after."""
+        backoff = Backoff()
         while True:
-            self.flush()  # first: a restarted finisher has the failed batch to write
+            try:
+                self.flush()  # first: a restarted finisher has the failed batch to write
+            except StoreUnavailable as exc:
+                backoff.wait(exc)
+                continue
+            backoff.reset()
             self._done_wake.wait()
             self._done_wake.clear()
 
@@ -286,11 +332,18 @@ class Dispatcher:
             pool.join(timeout=max(0.0, deadline - time.monotonic()))
         for pool in self.pools.values():
             pool.kill(block=True)
-        self.flush()  # outcomes already known are recorded, not put back
         left = list(self._in_flight)
-        if left:
-            self.store.release(left, self.clock())
-            self._in_flight.clear()
+        try:
+            self.flush()  # outcomes already known are recorded, not put back
+            left = list(self._in_flight)
+            if left:
+                self.store.release(left, self.clock())
+        except StoreUnavailable as exc:
+            # Still pending in the shared store: another gateway takes them over (and sends
+            # again those whose outcome could not be written) once they have been idle.
+            log.warning("stopping with the outbox unavailable (%s): %d messages left to "
+                        "takeover by another gateway", exc, len(left))
+        self._in_flight.clear()
         return left
 
     def in_flight(self) -> dict[str, int]:

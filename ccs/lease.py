@@ -13,6 +13,8 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+import gevent
+
 log = logging.getLogger(__name__)
 
 # KEYS[1] the lease set; ARGV: member, budget, ttl (seconds). Returns 1 when taken.
@@ -41,6 +43,7 @@ class Leases:
         self.ttl = ttl
         self.owner = secrets.token_hex(6)
         self.held: set[str] = set()
+        self.returning: set[str] = set()  # given back, the ZREM not known to have completed
         self.refused = 0  # takes refused because the budget was spent
         self.lost = 0  # leases that expired under us (refresh came too late) and were over budget
         self._take = redis.register_script(TAKE)
@@ -58,11 +61,7 @@ class Leases:
         except BaseException:
             # Killed (or failed) with the take on the wire: Redis may have granted it, and
             # nobody would ever give it back. Remove it before going on.
-            try:
-                self.redis.zrem(self.key, member)
-            except Exception:
-                log.warning("could not clear connection lease %s: it expires in %ss",
-                            member, self.ttl)
+            self._give_back(member)
             raise
         if not taken:
             self.refused += 1
@@ -75,12 +74,41 @@ class Leases:
             if not done:
                 done = True
                 self.held.discard(member)
-                self.redis.zrem(self.key, member)
+                self._give_back(member)
 
         return give_back
 
+    def _give_back(self, member: str) -> None:
+        """Remove `member` from Redis, even when the caller dies meanwhile.
+
+        The root cause of leases outliving a stopped client: a session gives its lease back
+        from its own greenlet as it closes, and the pool's stop kills those greenlets; a kill
+        landing while ZREM was on the wire left the member in Redis, held by nobody and
+        refreshed by nobody, counted against the budget until its ttl ran out. Now a give-back
+        that did not complete is finished by a greenlet of our own (and by refresh and close).
+        """
+        self.returning.add(member)
+        try:
+            self.redis.zrem(self.key, member)
+            self.returning.discard(member)
+        except Exception:
+            log.warning("could not give back connection lease %s; trying again", member)
+        except BaseException:  # killed with the ZREM on the wire: finish it elsewhere
+            gevent.spawn(self._finish_returns)
+            raise
+
+    def _finish_returns(self) -> None:
+        for member in list(self.returning):
+            try:
+                self.redis.zrem(self.key, member)
+                self.returning.discard(member)
+            except Exception:
+                log.warning("could not give back connection lease %s: it expires in %ss",
+                            member, self.ttl)
+
     def refresh(self) -> None:
         """Push every held lease's expiry forward (called by the owner's heartbeat)."""
+        self._finish_returns()
         for member in list(self.held):
             if member not in self.held:
                 continue  # given back while an earlier refresh was on the wire
@@ -99,7 +127,8 @@ class Leases:
         return int(self.redis.zcount(self.key, t[0] + t[1] / 1e6, "+inf"))
 
     def close(self) -> None:
-        """Give back every lease still held."""
-        if self.held:
-            self.redis.zrem(self.key, *self.held)
+        """Give back every lease still held (and any give-back that did not complete)."""
+        if self.held or self.returning:
+            self.redis.zrem(self.key, *self.held, *self.returning)
             self.held.clear()
+            self.returning.clear()

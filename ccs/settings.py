@@ -99,7 +99,17 @@ REGISTRY: tuple[Setting, ...] = (
     # outbox
     _s("outbox.path", "CCS_OUTBOX", "str", "./ccs-outbox.sqlite",
        "SQLite outbox file (':memory:' keeps it in memory: nothing survives a restart), or a "
-       "redis://host:port/db?prefix=P URL: one queue shared by many gateways"),
+       "Redis URL (redis://, rediss:// for TLS, redis+cluster://H:P,H:P/ or rediss+cluster://; "
+       "?prefix=P): one queue shared by many gateways"),
+    _s("outbox.password", "CCS_OUTBOX_PASSWORD", "str", None,
+       "Redis outbox: password (AUTH) when the URL gives none", secret=True),
+    _s("outbox.shards", "CCS_OUTBOX_SHARDS", "int", 16,
+       "Redis outbox: shards of a new outbox (each one cluster slot; an existing outbox keeps "
+       "its count)", minimum=1, maximum=1024),
+    _s("outbox.dedup_horizon", "CCS_OUTBOX_DEDUP_HORIZON", "float", 2_505_600.0,
+       "Redis outbox: seconds an upstream message or receipt id is remembered to drop CCS "
+       "re-deliveries (default 29 days: longer than the 28-day maximum time_to_live)",
+       minimum=1),
     _s("outbox.sync", "CCS_OUTBOX_SYNC", "str", "normal",
        "SQLite synchronous mode: normal survives a process crash, full also a power loss",
        choices=("normal", "full")),
@@ -115,7 +125,7 @@ REGISTRY: tuple[Setting, ...] = (
        "CCS connection leases expire", minimum=0.005),
     _s("outbox.stream_maxlen", "CCS_OUTBOX_STREAM_MAXLEN", "int", 1_000_000,
        "Redis outbox: entries kept (about) in each public stream (outcome, upstream, receipt, "
-       "token)", minimum=1),
+       "token), all shards together", minimum=1),
     _s("outbox.record_ttl", "CCS_OUTBOX_RECORD_TTL", "float", 0.0,
        "Redis outbox: seconds a finished message's record is kept for `ccs status` (0: for ever, "
        "as in SQLite)", minimum=0),

@@ -29,6 +29,7 @@ from ccs.events import EventBus
 from ccs.feedback import Feedback, Webhook
 from ccs.inbound import Inbound
 from ccs.outbox import Store, is_redis, open_store
+from ccs.outbox.base import StoreUnavailable
 from ccs.outbox.sqlite import OutboxLock
 from ccs.outcome import Listeners, SendResult
 from ccs.provider import Provider
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 60.0
 STABLE_AFTER = 60.0  # a child that ran this long without crashing starts its backoff afresh
+STORE_BACKOFF = 5.0  # longest wait before a child stopped by an unavailable store runs again
 
 
 @dataclass(slots=True)
@@ -223,6 +225,10 @@ class Supervisor:
             try:
                 child.fn()
                 return  # a child that returns is finished, not crashed
+            except StoreUnavailable as exc:  # Redis away: not a bug; ask again soon
+                child.last_error = f"{type(exc).__name__}: {exc}"
+                delay = min(delay, STORE_BACKOFF)
+                log.warning("child %s: %s; restarting in %.2fs", child.name, exc, delay)
             except Exception as exc:
                 child.last_error = f"{type(exc).__name__}: {exc}"
                 if isinstance(exc, OSError | sqlite3.Error):  # the disk or network, not a bug
@@ -303,9 +309,19 @@ class Supervisor:
         children = {c.name: {"running": c.running, "restarts": c.restarts,
                              "last_error": c.last_error} for c in self.children.values()}
         provs = {n: p.healthy() for n, p in self.providers.items()}
+        outbox = self._outbox_health()
         ok = (self.started and not self.stopped and all(c.running for c in self.children.values())
-              and (not provs or any(provs.values())))
-        return {"ok": ok, "providers": provs, "children": children}
+              and (not provs or any(provs.values())) and outbox["ok"])
+        return {"ok": ok, "providers": provs, "children": children, "outbox": outbox}
+
+    def _outbox_health(self) -> dict[str, Any]:
+        """A shared store (Redis) can go away while the gateway runs: say so."""
+        store = self._store
+        if store is None or not hasattr(store, "healthy"):
+            return {"ok": True}
+        up = store.healthy()
+        return {"ok": up} if up else {"ok": False, "error": f"Redis unavailable: "
+                                                            f"{store.last_error}"}
 
     def stats(self) -> dict[str, Any]:
         """node2dm-style counters per provider, plus outbox depth, in-flight and latency."""
@@ -397,7 +413,9 @@ class Supervisor:
 
 def redis_options(s: Settings) -> dict[str, Any]:
     return {"reclaim_idle": s["outbox.reclaim_idle"], "heartbeat": s["outbox.heartbeat"],
-            "stream_maxlen": s["outbox.stream_maxlen"], "record_ttl": s["outbox.record_ttl"]}
+            "stream_maxlen": s["outbox.stream_maxlen"], "record_ttl": s["outbox.record_ttl"],
+            "shards": s["outbox.shards"], "password": s["outbox.password"],
+            "ca_file": s["ccs.ca_file"], "dedup_horizon": s["outbox.dedup_horizon"]}
 
 
 def _safe_stats(p: Provider) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Throughput of 1, 2 and 4 `ccs run` processes sharing one Redis outbox, and of one gateway on
-Redis against one on SQLite, in one run.
+"""Throughput of 1, 2 and 4 `ccs run` processes sharing one Redis outbox, of one gateway on
+Redis against one on SQLite, and of gateways on a 3-master Redis Cluster (started here on
+loopback ports) with several shard counts, in one run.
 
 Each gateway process has its own CCS emulator process (its own connections). For each setup
 the gateways start first; the clock runs from the moment --count messages are enqueued until
@@ -8,7 +9,9 @@ the outbox records an outcome for every one; the best of --rounds counts. Loopba
 bounded by --count, --rounds and --timeout (default run: about a minute).
 This machine has 2 cores: more processes than cores compete for them (gateways, emulators,
 Redis and this script), so the numbers show the cost of sharing, not a scaling limit.
-Last line: `result: p1_per_s=<n> p2_per_s=<n> p4_per_s=<n> redis_vs_sqlite=<x>`.
+Setups: sqlite; pN = N gateways on one Redis (default shards); s1 = 1 gateway, one Redis, 1
+shard; cN-sK = N gateways on the cluster with K shards.
+Last line: `result: p1_per_s=<n> p2_per_s=<n> p4_per_s=<n> redis_vs_sqlite=<x> c2_per_s=<n> ...`.
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ from scripts.scale_support import (  # noqa: E402
 )
 
 
-def run(n: int, count: int, outbox: str, timeout: float, connections: int) -> float:
+def run(n: int, count: int, outbox: str, timeout: float, connections: int,
+        shards: int | None = None) -> float:
     from ccs.outbox import open_store
 
     emus = [emulator() for _ in range(n)]
-    gws = Gateways(outbox, emus, connections=connections)
-    store = open_store(outbox)
+    extra = {"CCS_OUTBOX_SHARDS": str(shards)} if shards else {}
+    gws = Gateways(outbox, emus, connections=connections, **extra)
+    store = open_store(outbox, **({"shards": shards} if shards else {}))
     try:
         gws.start_all()
         gws.wait_ready(store, timeout=30)
@@ -78,24 +83,41 @@ def main() -> None:
     print(f"redis-py PING round trip: {g:.0f} us on a gevent socket, {t:.0f} us through "
           "gevent's threadpool", flush=True)
     rates: dict[str, float] = {}
-    setups = (("sqlite", 1, True), ("p1", 1, False), ("p2", 2, False), ("p4", 4, False))
-    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
-        for round_ in range(args.rounds):  # best of the rounds: this machine is shared
-            for name, n, sqlite in setups:
-                prefix = f"bench-{secrets.token_hex(4)}"
-                url = str(Path(tmp) / f"outbox{round_}.sqlite") if sqlite \
-                    else f"{REDIS}?prefix={prefix}"
-                try:
-                    rate = run(n, args.count, url, args.timeout, args.connections)
-                finally:
-                    if not sqlite:
-                        cleanup(prefix)
-                rates[name] = max(rates.get(name, 0.0), rate)
-                print(f"round {round_ + 1} {name}: {n} gateway(s), "
-                      f"{'SQLite' if sqlite else 'Redis'} outbox: {rate:.0f} messages/s",
-                      flush=True)
+    # (name, gateways, outbox kind, shards): the outbox keeps the shard count it starts with
+    setups = (("sqlite", 1, "sqlite", None), ("p1", 1, "redis", None), ("s1", 1, "redis", 1),
+              ("p2", 2, "redis", None), ("p4", 4, "redis", None), ("c1-s16", 1, "cluster", 16),
+              ("c2-s3", 2, "cluster", 3), ("c2-s16", 2, "cluster", 16),
+              ("c2-s48", 2, "cluster", 48), ("c4-s16", 4, "cluster", 16))
+    from ccs.testing.redis_servers import RedisCluster
+
+    cluster = RedisCluster(masters=3).start()
+    print(f"cluster: 3 masters on ports {[s.port for s in cluster.nodes]}", flush=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+            for round_ in range(args.rounds):  # best of the rounds: this machine is shared
+                for name, n, kind, shards in setups:
+                    prefix = f"bench-{secrets.token_hex(4)}"
+                    url = {"sqlite": str(Path(tmp) / f"outbox{round_}.sqlite"),
+                           "redis": f"{REDIS}?prefix={prefix}",
+                           "cluster": cluster.url(prefix)}[kind]
+                    try:
+                        rate = run(n, args.count, url, args.timeout, args.connections, shards)
+                    finally:
+                        if kind == "redis":
+                            cleanup(prefix)
+                    rates[name] = max(rates.get(name, 0.0), rate)
+                    where = {"sqlite": "SQLite outbox", "redis": "Redis outbox",
+                             "cluster": "3-master cluster"}[kind]
+                    print(f"round {round_ + 1} {name}: {n} gateway(s), {where}"
+                          f"{f', {shards} shards' if shards else ''}: {rate:.0f} messages/s",
+                          flush=True)
+    finally:
+        cluster.stop()
     print(f"result: p1_per_s={rates['p1']:.0f} p2_per_s={rates['p2']:.0f} "
-          f"p4_per_s={rates['p4']:.0f} redis_vs_sqlite={rates['p1'] / rates['sqlite']:.2f}")
+          f"p4_per_s={rates['p4']:.0f} redis_vs_sqlite={rates['p1'] / rates['sqlite']:.2f} "
+          f"s1_per_s={rates['s1']:.0f} c2_per_s={rates['c2-s16']:.0f} "
+          f"c4_per_s={rates['c4-s16']:.0f} c2_s3_per_s={rates['c2-s3']:.0f} "
+          f"c2_s48_per_s={rates['c2-s48']:.0f}")
 
 
 if __name__ == "__main__":

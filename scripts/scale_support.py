@@ -136,7 +136,7 @@ def cleanup(prefix: str) -> None:
     import redis
 
     r = redis.Redis.from_url(REDIS)
-    keys = list(r.scan_iter(match=f"{prefix}:*", count=1000))
+    keys = list(r.scan_iter(match=f"{{{prefix}*", count=1000))  # {P}:... and {P:N}:...
     for i in range(0, len(keys), 1000):
         r.delete(*keys[i:i + 1000])
     r.close()
@@ -146,9 +146,10 @@ def redis_latency(n: int = 5000) -> tuple[float, float]:
     """Microseconds per PING: on a gevent socket, and through gevent's threadpool."""
     import redis
 
-    from ccs.outbox.redis import connect
+    from ccs.outbox.redis_conn import connect
+    from ccs.outbox.redis_url import parse
 
-    g = connect(REDIS)
+    g = connect(parse(REDIS))
     g.ping()
     t = time.perf_counter()
     for _ in range(n):

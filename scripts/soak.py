@@ -7,7 +7,11 @@ Retry-After and 500; APNs GOAWAY, REFUSED_STREAM resets (stream-limit drops) and
 dropped before TLS. Gateway 0 lives throughout (its memory is watched); the others are killed
 (SIGKILL, every third a clean SIGTERM) and replaced. At the end, with faults off, the queue
 drains and every accepted message must have exactly one terminal outcome (record and outcome
-stream). Loopback only, bounded by --seconds, --max-messages and --grace. Last line:
+stream). With --cluster the outbox is a 3-master Redis Cluster with a replica each, started
+here on loopback ports, and Redis itself fails too: every --redis-every seconds a master is
+SIGKILLed (its replica takes over; the old master restarts as a replica) or a replica is
+promoted with CLUSTER FAILOVER, in turn. Loopback only, bounded by --seconds, --max-messages
+and --grace. Last line:
 `result: seconds=.. accepted=.. terminal=.. lost=.. duplicates=.. ... rss_start_kb=..
 rss_end_kb=..`; exit status 1 when anything is lost or has two outcomes.
 """
@@ -30,6 +34,7 @@ import gevent
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ccs.outbox.base import StoreUnavailable  # noqa: E402
 from scripts.scale_support import KEY, REDIS, SENDER, Gateways, cleanup  # noqa: E402
 
 KEY_ID, TEAM_ID, TOPIC = "SOAKKEY123", "SOAKTEAM12", "com.example.soak"
@@ -68,7 +73,14 @@ class Soak:
         self.apns = ApnsEmulator(pki, keys={KEY_ID: key.public_key()}, team_id=TEAM_ID,
                                  topics=(TOPIC,), record=1_000_000).start()
         self.prefix = f"soak-{secrets.token_hex(4)}"
-        self.url = f"{REDIS}?prefix={self.prefix}"
+        self.cluster = None
+        if args.cluster:
+            from ccs.testing.redis_servers import RedisCluster
+
+            self.cluster = RedisCluster(masters=3, replicas=1).start()
+            self.url = self.cluster.url(self.prefix)
+        else:
+            self.url = f"{REDIS}?prefix={self.prefix}"
         self.store = RedisStore(self.url)
         info = {"host": self.ccs.host, "port": self.ccs.port, "ca_file": pki.ca_file}
         self.gws = Gateways(self.url, [(None, info)], connections=2, count=args.gateways,
@@ -78,10 +90,18 @@ class Soak:
                             CCS_APNS_PORT=str(self.apns.port), CCS_APNS_KEY_FILE=str(key_file),
                             CCS_APNS_KEY_ID=KEY_ID, CCS_APNS_TEAM_ID=TEAM_ID,
                             CCS_APNS_TOPIC=TOPIC, CCS_APNS_CONNECTIONS="1",
-                            CCS_STOP_TIMEOUT="3")
+                            CCS_STOP_TIMEOUT="3", CCS_OUTBOX_RECORD_TTL=str(args.record_ttl),
+                            CCS_OUTBOX_STREAM_MAXLEN=str(args.stream_maxlen))
+        # followed live from the start: with records expiring and streams trimmed, what was
+        # read as it came is the record of every outcome
+        self.outcomes: Counter[str] = Counter()
+        self.status: dict[str, str] = {}
+        self.memory: list[tuple[float, int]] = []  # (seconds since start, Redis used_memory kB)
         self.accepted: set[str] = set()
         self.faults: Counter[str] = Counter()
         self.kills = 0
+        self.refused = 0  # enqueue batches refused while Redis was away (then offered again)
+        self.redis_faults: Counter[str] = Counter()
         self.producing = True
         self.faulting = True
 
@@ -112,9 +132,16 @@ class Soak:
                     lane, msg = "apns", {"to": f"{n:064x}", "alert": f"soak {n}"}
                 batch.append(Dispatcher._new(msg, lane, now, n))
                 n += 1
-            for m, new in zip(batch, self.store.add(batch, now), strict=True):
-                if new:
-                    self.accepted.add(m.id)
+            while True:
+                try:
+                    self.store.add(batch, now)
+                    break
+                except StoreUnavailable:  # Redis failing over: the same ids again shortly
+                    self.refused += 1
+                    gevent.sleep(0.2)
+            # (a batch offered again reports what its first try stored as "not new": every
+            # id is accepted once its batch was acknowledged)
+            self.accepted.update(m.id for m in batch)
             gevent.sleep(0.1)
 
     def inject(self) -> None:
@@ -179,8 +206,75 @@ class Soak:
                     self.gws.kill(i)
             self.gws.start(i)
 
+    def redis_churn(self) -> None:
+        """Cluster only: SIGKILL a master (its replica takes over, it comes back as a replica)
+        or promote a replica with CLUSTER FAILOVER, in turn."""
+        if self.cluster is None:
+            return
+        n = 0
+        while self.faulting:
+            gevent.sleep(self.args.redis_every)
+            if not self.faulting:
+                return
+            masters = [x for x in self.cluster.nodes if x.proc and x.proc.poll() is None
+                       and x.client().info("replication")["role"] == "master"]
+            victim = self.rnd.choice(masters)
+            if n % 2 == 0:
+                victim.kill()
+                self._wait_slots_served()
+                victim.start()  # rejoins as a replica of the promoted one
+                self.redis_faults["master_killed_and_restarted"] += 1
+            else:
+                self.cluster.failover(victim)
+                self.redis_faults["replica_promoted"] += 1
+            n += 1
+
+    def _wait_slots_served(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            live = [x for x in self.cluster.nodes if x.proc and x.proc.poll() is None]
+            try:
+                if all(x.client().cluster("info")["cluster_state"] == "ok" for x in live):
+                    return
+            except Exception:
+                pass
+            gevent.sleep(0.1)
+
+    def print_stuck(self, most: int = 10) -> None:
+        """What holds the queue: each unfinished record, its stream entry and pending state."""
+        from ccs.outbox.redis import GROUP
+
+        r, shown = self.store.redis, 0
+        for mid in sorted(self.accepted):
+            rec = r.hgetall(f"{self.store.shard(mid)}m:{mid}")
+            if rec.get("state") not in ("queued", "in_flight"):
+                continue
+            q = f"{self.store.shard(mid)}q:{rec['lane']}"
+            entry = rec.get("entry", "")
+            in_stream = bool(r.xrange(q, min=entry, max=entry)) if entry else False
+            pel = r.xpending_range(q, GROUP, entry, entry, 1) if entry else []
+            group = next((g for g in r.xinfo_groups(q) if g["name"] == GROUP), None)
+            print(f"stuck {mid}: state={rec['state']} entry={entry} in_stream={in_stream} "
+                  f"pending={pel} group_last_delivered={group and group['last-delivered-id']}",
+                  flush=True)
+            shown += 1
+            if shown >= most:
+                return
+
+    def follow_outcomes(self) -> None:
+        for _, data in self.store.tail(["outcome"], start="0-0"):
+            self.outcomes[data["id"]] += 1
+            self.status[data["id"]] = data["status"]
+
+    def sample_memory(self, began: float) -> None:
+        while True:
+            self.memory.append((time.monotonic() - began, self.redis_memory_kb()))
+            gevent.sleep(self.args.seconds / 6)
+
     # the check
     def check(self) -> dict[str, Any]:
+        if self.args.record_ttl > 0:
+            return self.check_followed()
         r = self.store.redis
         ids = sorted(self.accepted)
         states: Counter[str] = Counter()
@@ -188,20 +282,34 @@ class Soak:
         for i in range(0, len(ids), 1000):
             pipe = r.pipeline(transaction=False)
             for mid in ids[i:i + 1000]:
-                pipe.hget(f"{self.store.p}m:{mid}", "state")
+                pipe.hget(f"{self.store.shard(mid)}m:{mid}", "state")
             for mid, st in zip(ids[i:i + 1000], pipe.execute(), strict=True):
                 states[st or "missing"] += 1
                 if st in ("ok", "failed", "expired", "unknown"):
                     terminal.add(mid)
         outcomes: Counter[str] = Counter()
-        last = "-"
-        while True:
-            rows = r.xrange(f"{self.store.p}s:outcome", min=last, count=10000)
-            rows = [x for x in rows if x[0] != last]
-            if not rows:
-                break
-            outcomes.update(f["id"] for _, f in rows)
-            last = rows[-1][0]
+        for key in self.store.stream_keys("outcome"):
+            last = "-"
+            while True:
+                rows = r.xrange(key, min=last, count=10000)
+                rows = [x for x in rows if x[0] != last]
+                if not rows:
+                    break
+                outcomes.update(f["id"] for _, f in rows)
+                last = rows[-1][0]
+        return self.summary(ids, terminal, outcomes, states)
+
+    def check_followed(self) -> dict[str, Any]:
+        """Records expire here: every accepted id needs one outcome among those followed."""
+        ids = sorted(self.accepted)
+        deadline = time.monotonic() + 30
+        while not set(ids) <= set(self.outcomes) and time.monotonic() < deadline:
+            gevent.sleep(0.2)  # the follower catching up with the last outcomes
+        states = Counter(self.status.get(i, "missing") for i in ids)
+        return self.summary(ids, set(self.outcomes), self.outcomes, states)
+
+    def summary(self, ids: list[str], terminal: set[str], outcomes: Counter[str],
+                states: Counter[str]) -> dict[str, Any]:
         fcm_ok = Counter(s.target for s in self.fcm.seen
                          if s.path.endswith("messages:send") and s.status == 200)
         apns_ok = Counter(s.token for s in self.apns.seen if s.status == 200)
@@ -226,10 +334,15 @@ class Soak:
         self.gws.wait_ready(self.store, timeout=60)
         procs0 = self.gws.procs[0]
         rss_start = self.gws_rss(procs0)
+        redis_start = self.redis_memory_kb()
         group = gevent.pool.Group()
         group.spawn(self.produce)
         group.spawn(self.inject)
         group.spawn(self.churn)
+        group.spawn(self.redis_churn)
+        watchers = gevent.pool.Group()
+        watchers.spawn(self.follow_outcomes)
+        watchers.spawn(self.sample_memory, began)
         gevent.sleep(a.seconds)
         self.producing = False
         self.faulting = False
@@ -244,16 +357,25 @@ class Soak:
                 break
             if time.monotonic() > deadline:
                 print(f"queue did not drain within {a.grace}s: {c}", flush=True)
+                self.print_stuck()
                 break
             gevent.sleep(0.2)
         self.gws.stop()
+        redis_end = self.redis_memory_kb()
         out = self.check()
+        watchers.kill()
         print(f"faults injected: {dict(self.faults)}; gateway kills/stops: {self.kills}")
+        if self.cluster is not None:
+            print(f"Redis faults: {dict(self.redis_faults)}; enqueue batches refused meanwhile "
+                  f"and offered again: {self.refused}")
         print(f"states: {out['states']}; resent (taken over or put back): {out['resent']}; "
               f"delivered twice per emulator: {out['duplicates_by']} (CCS: resent after a "
               "dropped connection or a gateway kill; at-least-once)")
         print(f"gateway 0 resident memory: {rss_start} kB at start, {rss_end} kB at end; "
-              f"this process {rss_self_kb()} kB")
+              f"this process {rss_self_kb()} kB; Redis used_memory {redis_start} kB at start, "
+              f"{redis_end} kB at end (CCS_OUTBOX_RECORD_TTL={a.record_ttl:g})")
+        print("Redis used_memory during the run: " + ", ".join(
+            f"{t:.0f}s {kb} kB" for t, kb in self.memory))
         st = out["states"]
         print(f"result: seconds={time.monotonic() - began:.0f} accepted={out['accepted']} "
               f"terminal={out['terminal']} lost={out['lost']} duplicates={out['duplicates']} "
@@ -262,6 +384,19 @@ class Soak:
               f"unknown={st.get('unknown', 0)} resent={out['resent']} kills={self.kills} "
               f"rss_start_kb={rss_start} rss_end_kb={rss_end}")
         return 1 if out["lost"] or out["two_outcomes"] else 0
+
+    def redis_memory_kb(self) -> int:
+        """used_memory of every master (the outbox's Redis), in kB."""
+        if self.cluster is None:
+            return int(self.store.redis.info("memory")["used_memory"]) // 1024
+        total = 0
+        for x in self.cluster.nodes:
+            if x.proc is not None and x.proc.poll() is None:
+                c = x.client()
+                if c.info("replication")["role"] == "master":
+                    total += int(c.info("memory")["used_memory"])
+                c.close()
+        return total // 1024
 
     def gws_rss(self, proc: Any) -> int:
         try:
@@ -278,7 +413,10 @@ class Soak:
         self.ccs.stop()
         self.fcm.stop()
         self.apns.stop()
-        cleanup(self.prefix)
+        if self.cluster is not None:
+            self.cluster.stop()
+        else:
+            cleanup(self.prefix)
 
 
 def main() -> None:
@@ -293,6 +431,16 @@ def main() -> None:
     ap.add_argument("--grace", type=float, default=90.0,
                     help="seconds the queue may take to drain at the end")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--record-ttl", type=float, default=0.0,
+                    help="CCS_OUTBOX_RECORD_TTL of the gateways: with it, finished records "
+                         "expire and Redis memory levels off; outcomes are then checked from "
+                         "the outcome streams followed live")
+    ap.add_argument("--stream-maxlen", type=int, default=1_000_000,
+                    help="CCS_OUTBOX_STREAM_MAXLEN of the gateways")
+    ap.add_argument("--cluster", action="store_true",
+                    help="run on a private 3-master Redis Cluster with Redis faults")
+    ap.add_argument("--redis-every", type=float, default=15.0,
+                    help="seconds between Redis faults (--cluster)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         soak = Soak(args, Path(tmp))

@@ -9,4 +9,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
     return make_test_pki(tmp_path_factory.mktemp("pki"))
 
 
+from tests.redis_cluster_support import (  # noqa: E402, F401 (fixtures: private Redis servers)
+    cluster,
+    cluster_url,
+    crash_redis,
+    tls_redis,
+)
 from tests.redis_support import redis_url  # noqa: E402, F401 (fixture: a Redis outbox URL)

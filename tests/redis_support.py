@@ -14,7 +14,7 @@ REDIS = os.environ.get("CCS_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 def cleanup(prefix: str) -> None:
     r = redis.Redis.from_url(REDIS)
-    keys = list(r.scan_iter(match=f"{prefix}:*", count=1000))
+    keys = list(r.scan_iter(match=f"{{{prefix}*", count=1000))  # {P}:... and {P:N}:...
     for i in range(0, len(keys), 1000):
         r.delete(*keys[i:i + 1000])
     r.close()

@@ -118,6 +118,9 @@ def test_notify_stores_then_202_and_the_record_follows(chat: SimpleNamespace) ->
     assert first.json == again.json == {"id": "mine-1"}
     wait_until(lambda: chat.gw.supervisor.status("mine-1")["state"] == "ok", what="acked")
     assert chat.emu.record.downstream_ids().count("mine-1") == 1
+    # the same message_id with other content is a reuse of the key, not a retry
+    other = post(chat.client, {"to": "tok-3", "data": {}, "message_id": "mine-1"})
+    assert other.status_code == 409 and other.json["field"] == "message_id"
     missing = chat.client.get("/messages/nope")
     assert missing.status_code == 404 and missing.json["field"] == "id"
 
@@ -292,7 +295,8 @@ def test_an_upstream_is_answered_once_when_a_gateway_dies_after_taking_it(
     b.start()
     b.enqueue({"to": "dev-9", "message_id": answer_id(body), "data": {"echo": "yo"}})  # A's
     assert not b.store.pending_events("upstream", time.time())  # still held for A
-    zset, seq = f"{b.store.p}ep:upstream", taken[0].seq
+    shard, seq = taken[0].seq % b.store.shards, taken[0].seq // b.store.shards  # seq: shard
+    zset = f"{b.store.ps[shard]}ep:upstream"
     wait_until(lambda: b.store.redis.zscore(zset, seq) <= time.time(), what="A's hold over")
     b.inbound.wake()
     wait_until(lambda: not b.store.event_counts(), what="B handled the upstream")

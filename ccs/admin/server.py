@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -24,6 +25,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from ccs import limits
 from ccs.admin import metrics
 from ccs.dispatcher import Conflict, Stopping
+from ccs.outbox.base import StoreUnavailable
 from ccs.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -39,10 +41,11 @@ StartResponse = Callable[..., Any]
 
 class HttpError(Exception):
     def __init__(self, status: str, message: str, field: str | None = None,
-                 **extra: Any) -> None:
+                 headers: list[tuple[str, str]] | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
         self.field = field
+        self.headers = headers or []
         self.extra = extra
 
 
@@ -126,6 +129,7 @@ class AdminServer:
             headers = [("WWW-Authenticate", "Bearer")] if exc.status.startswith("401") else []
             if exc.status.startswith("405"):
                 headers.append(("Allow", exc.extra.get("allow", "")))
+            headers += exc.headers
             return _json(start_response, exc.status, body, headers)
         except Exception as exc:  # a clear answer, one log line, never pywsgi's bare 500
             log.error("admin API %s %s failed: %s: %s", environ.get("REQUEST_METHOD"),
@@ -210,6 +214,9 @@ class AdminServer:
             raise HttpError("503 Service Unavailable", str(exc)) from None
         except Conflict as exc:
             raise HttpError("409 Conflict", str(exc), exc.field, ids=exc.ids) from None
+        except StoreUnavailable as exc:  # nothing was stored: the client sends it again later
+            raise HttpError("503 Service Unavailable", str(exc), headers=[
+                ("Retry-After", str(max(1, math.ceil(exc.retry_after))))]) from None
         except ValueError as exc:
             raise HttpError("400 Bad Request", str(exc), getattr(exc, "field", None)) from None
         except Exception as exc:  # the outbox cannot store (disk full, file gone, Redis down)

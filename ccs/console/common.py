@@ -36,12 +36,16 @@ def config_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator: a ConfigError raised anywhere in the command exits with status 2."""
     import functools
 
+    from ccs.outbox.base import StoreUnavailable
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except ConfigError as exc:
             fail_config(exc)
+        except StoreUnavailable as exc:  # Redis down: a clear line, exit 1, no traceback
+            raise click.ClickException(str(exc)) from None
 
     return wrapper
 

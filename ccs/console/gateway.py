@@ -104,6 +104,7 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
     from ccs import providers as registry
     from ccs.dispatcher import Dispatcher
     from ccs.outbox import open_store, shown
+    from ccs.outbox.base import StoreUnavailable
     from ccs.router import RouteError, Router
 
     settings = load_settings(config)
@@ -132,7 +133,12 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
     def flush() -> None:
         nonlocal added
         if pending:
-            added += sum(store.add(pending, time.time()))
+            try:
+                added += sum(store.add(pending, time.time()))
+            except StoreUnavailable as exc:  # exit 1; the lines after `added` were not stored
+                raise click.ClickException(f"{exc} ({added} messages were enqueued before; run "
+                                           "again: lines with a message_id are stored once)"
+                                           ) from None
             pending.clear()
 
     try:

@@ -7,19 +7,27 @@ from typing import Any
 from ccs.outbox.base import Event, Finish, NewMessage, Record, Store
 from ccs.outbox.memory import MemoryStore
 
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
+
 
 def is_redis(path: str) -> bool:
-    return path.startswith(("redis://", "rediss://"))
+    return path.startswith(REDIS_SCHEMES)
 
 
 def shown(path: str) -> str:
-    """The outbox path for messages: a redis:// URL's password replaced by ***."""
-    if is_redis(path) and "@" in path.split("/", 3)[2]:
-        scheme, rest = path.split("://", 1)
-        auth, host = rest.split("@", 1)
-        user = auth.split(":", 1)[0] if ":" in auth else ""
-        return f"{scheme}://{user}:***@{host}"
-    return path
+    """The outbox path for messages and `ccs settings`: a Redis URL's password as ***."""
+    if not is_redis(path):
+        return path
+    scheme, rest = path.split("://", 1)
+    netloc, sep, tail = rest.partition("/")
+    if "?" in netloc:  # redis://host:port?prefix=P (no path)
+        netloc, q, more = netloc.partition("?")
+        sep, tail = "", q + more + (sep + tail if sep else "")
+    if "@" not in netloc:
+        return path
+    auth, host = netloc.rsplit("@", 1)
+    user = auth.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{sep}{tail}"
 
 
 def open_store(path: str, sync: str = "normal", threadpool: bool = False,

@@ -109,6 +109,15 @@ def load_payload(text: str | bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else Unreadable("not a JSON object")
 
 
+class StoreUnavailable(RuntimeError):
+    """The store cannot be written now (Redis restarting, failing over, unreachable): nothing
+    was stored; try again after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
 

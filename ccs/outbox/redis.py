@@ -1,10 +1,16 @@
-"""The Redis outbox: many gateway processes share one queue (Redis Streams, consumer groups).
+"""The Redis outbox: many gateway processes share one queue (Redis Streams, consumer groups),
+on one Redis server or a Redis Cluster.
 
-Each lane is a stream read by the consumer group "gw"; each gateway process is a consumer.
-The message record (state, attempts, outcome) is a hash beside it; every state change is one
-Lua script (ccs.outbox.redis_lua), so records, counts and stream entries move together.
-Outcomes, upstream messages, receipts and token events are appended to public streams
-P:s:<kind> that apps and `ccs tail` read.
+Sharded: the outbox is split into `shards` parts whose keys share one hash tag each
+("{prefix:N}:"), so every Lua script (ccs.outbox.redis_lua) touches one cluster slot and the
+shards spread over the cluster's masters. A message's shard is crc32(id) mod shards, so an id
+names its shard (`ccs status ID` reads one hash). In each shard each lane is a stream read by
+the consumer group "gw"; each gateway process is a consumer of every shard. The message record
+(state, attempts, outcome) is a hash beside it; every state change is one script, so records,
+counts and stream entries move together. Outcomes, upstream messages, receipts and token
+events are appended to the shard's public streams {P:N}:s:<kind> that apps, `ccs tail` and
+result() read. Keys outside the shards ({P}:gw:*, {P}:gws, {P}:shards, leases) share the tag
+"{P}". The shard count is fixed when the outbox is first used (kept in {P}:shards).
 
 Many processes, so two Store semantics change (documented in README "Many gateways"):
 - recover() at open re-queues only what consumers WITHOUT a live heartbeat held; a live
@@ -14,15 +20,8 @@ Many processes, so two Store semantics change (documented in README "Many gatewa
   A live gateway keeps its held entries' idle time low from its heartbeat (XCLAIM to itself),
   so a message retried for long is not taken from a healthy process.
 
-gevent: redis-py does blocking socket I/O through the stdlib `socket` module. Without
-monkey-patching that would block the hub, so connections are made with gevent.socket
-(GeventConnection below) and each call waits cooperatively. Measured on the shared 2-core
-machine (scripts/bench_scale.py prints it): a PING round trip of 30-85 us on a gevent socket
-against 55-150 us when each call goes through gevent's threadpool (two thread switches per
-call); tests/test_outbox_redis.py checks that a greenlet keeps running during a blocking
-XREAD. With patch_all() the stdlib socket is gevent's anyway, so both modes run the same code.
-redis-py's pool connects outside its RLock (a thread lock, shared by all greenlets).
-Not for Redis Cluster: scripts touch keys built from message ids.
+Redis going away (restart, failover, network): calls raise StoreUnavailable (nothing written);
+callers back off and try again; healthy() says whether the last call got through.
 """
 
 from __future__ import annotations
@@ -33,13 +32,11 @@ import os
 import secrets
 import socket as std_socket
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import gevent
 import redis
-from gevent import socket as gsocket
 
 from ccs.lease import Leases
 from ccs.outbox import redis_lua as lua
@@ -51,9 +48,14 @@ from ccs.outbox.base import (
     NewMessage,
     Record,
     Store,
+    StoreUnavailable,
     dumps,
     load_payload,
 )
+from ccs.outbox.redis_conn import connect
+from ccs.outbox.redis_read import DOWN, Readers, guarded, shard_of
+from ccs.outbox.redis_url import RedisTarget, parse
+from ccs.outcome import SendResult
 from ccs.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -61,38 +63,6 @@ log = logging.getLogger(__name__)
 GROUP = "gw"
 CHUNK = 500  # messages per script call: keeps each atomic step short for other clients
 EVENT_HOLD = 60.0  # seconds a handed-out event is hidden from other gateways
-
-
-class GeventConnection(redis.connection.Connection):
-    """A redis-py connection on a gevent socket: waits yield to the hub, patched or not."""
-
-    def _connect(self) -> Any:
-        sock = gsocket.create_connection((self.host, self.port),
-                                         timeout=self.socket_connect_timeout)
-        sock.setsockopt(std_socket.IPPROTO_TCP, std_socket.TCP_NODELAY, 1)
-        sock.settimeout(self.socket_timeout)
-        return sock
-
-
-def split_url(url: str) -> tuple[str, str]:
-    """(redis URL without our own options, key prefix) from redis://host:port/db?prefix=P."""
-    parts = urlsplit(url)
-    if parts.scheme != "redis":
-        raise ConfigError("outbox.path", f"only redis:// URLs are supported (no TLS), got "
-                          f"{shown(url)!r}")
-    query = parse_qsl(parts.query)
-    prefix = dict(query).get("prefix", "ccs")
-    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
-    return urlunsplit(parts._replace(query=rest)), prefix
-
-
-def connect(url: str) -> redis.Redis:
-    """A client for `url` whose connections use gevent sockets."""
-    # socket_timeout: a Redis that stops answering fails the call (the child restarts) instead
-    # of hanging it; blocking reads here wait at most a few seconds.
-    return redis.Redis.from_url(url, decode_responses=True, connection_class=GeventConnection,
-                                socket_connect_timeout=5, socket_timeout=30,
-                                health_check_interval=30)
 
 
 def _num(v: Any, kind: type = float) -> Any:
@@ -109,93 +79,201 @@ def _record(id: str, d: Mapping[str, Any]) -> Record:
                   description=d.get("description"), canonical_id=d.get("canonical_id"))
 
 
-class RedisStore(Store):
+class RedisStore(Readers, Store):
     def __init__(self, url: str, *, reclaim_idle: float = 30.0, heartbeat: float = 5.0,
                  stream_maxlen: int = 1_000_000, record_ttl: float = 0.0,
-                 name: str | None = None) -> None:
+                 name: str | None = None, shards: int = 16, password: str | None = None,
+                 ca_file: str | None = None, dedup_horizon: float = 2_505_600.0) -> None:
         if reclaim_idle < 2 * heartbeat:
             raise ConfigError("outbox.reclaim_idle", f"must be at least twice outbox.heartbeat "
                               f"({heartbeat}s), got {reclaim_idle}")
         self.source = url  # as configured, prefix included
-        self.url, prefix = split_url(url)
-        self.p = prefix + ":"
-        self.redis = connect(self.url)
+        self.target: RedisTarget = parse(url, password, ca_file)
+        prefix = self.target.prefix
+        self.g = f"{{{prefix}}}:"  # keys outside the shards (gateways, leases, shard count)
+        self.down_since: float | None = None
+        self.last_error: str | None = None
+        self.retry_after = 1.0
         try:
-            self.redis.ping()
-        except redis.RedisError as exc:
-            raise ConfigError("outbox.path", f"cannot reach Redis at {shown(self.url)}: {exc}"
-                              ) from None
+            self.redis = connect(self.target)
+            self.redis.set(self.g + "shards", shards, nx=True)
+            self.shards = int(self.redis.get(self.g + "shards"))
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+            if hasattr(self, "redis"):
+                self.redis.close()
+            raise ConfigError("outbox.path", f"cannot reach Redis at {shown(url)}: "
+                              f"{type(exc).__name__}: {exc}") from None
+        if self.shards != shards:
+            log.warning("outbox %s keeps its %d shards (outbox.shards %d applies to a new "
+                        "outbox only)", shown(url), self.shards, shards)
+        self.ps = [f"{{{prefix}:{k}}}:" for k in range(self.shards)]
         self.reclaim_idle = reclaim_idle
         self.heartbeat = heartbeat
-        self.maxlen = stream_maxlen
+        # the public streams' length is for the outbox: each shard keeps its part of it
+        self.maxlen = max(1, -(-stream_maxlen // self.shards))
         self.record_ttl = record_ttl  # seconds a finished record is kept (0: for ever)
+        self.dedup_horizon = dedup_horizon
         self.consumer = name or f"{std_socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.reclaimed = 0  # messages this process took over from a silent gateway
         self._s = {n: self.redis.register_script(getattr(lua, n)) for n in (
             "ADD", "CLAIM", "FINISH", "REQUEUE", "ADD_EVENT", "PENDING_EVENTS", "EVENT_DONE",
             "EVENT_RETRY")}
         self._held: dict[str, tuple[str, str]] = {}  # id -> (lane, stream entry) in flight here
-        self._groups: set[str] = set()
-        self._cursor: dict[str, str] = {}
-        self._next_reclaim: dict[str, float] = {}
+        self._groups: set[tuple[str, int]] = set()
+        self._cursor: dict[tuple[str, int], str] = {}
+        self._next_reclaim: dict[tuple[str, int], float] = {}
+        self._turn: dict[str, int] = {}  # lane -> shard its next claim starts at
         self._leases: list[Leases] = []
         self._presence: Callable[[], Mapping[str, Any]] | None = None
         self._beat: gevent.Greenlet | None = None
+        self._waiters: dict[str, list[SendResult]] = {}
+        self._followers: dict[int, gevent.Greenlet] = {}
         self._started_at = time.time()
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"RedisStore({self.p[:-1]!r}, consumer={self.consumer!r})"
+        return f"RedisStore({self.g[:-1]!r}, shards={self.shards}, consumer={self.consumer!r})"
 
-    def _q(self, lane: str) -> str:
-        return f"{self.p}q:{lane}"
+    def _down(self, exc: BaseException) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.warning("Redis outbox %s unavailable: %s", shown(self.source), exc)
+        self.last_error = f"{type(exc).__name__}: {exc}"
 
-    def _group(self, lane: str) -> str:
-        q = self._q(lane)
-        if lane not in self._groups:
+    def healthy(self) -> bool:
+        """False while Redis does not answer (set by the last call, heartbeats included)."""
+        return self.down_since is None
+
+    def shard(self, id: str) -> str:
+        """The key prefix of the shard message (or event key) `id` belongs to."""
+        return self.ps[shard_of(id, self.shards)]
+
+    def stream_keys(self, kind: str) -> list[str]:
+        """The public stream of `kind` in every shard."""
+        return [f"{p}s:{kind}" for p in self.ps]
+
+    def _q(self, lane: str, k: int) -> str:
+        return f"{self.ps[k]}q:{lane}"
+
+    def _group(self, lane: str, k: int) -> str:
+        q = self._q(lane, k)
+        if (lane, k) not in self._groups:
             try:
                 self.redis.xgroup_create(q, GROUP, id="0", mkstream=True)
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
-            self._groups.add(lane)
+            self._groups.add((lane, k))
         return q
 
-    # messages
-    def add(self, items: Sequence[NewMessage], now: float) -> list[bool]:
-        out: list[bool] = []
-        for i in range(0, len(items), CHUNK):
-            args: list[Any] = [self.p, repr(now), 0, self.maxlen]
-            chunk = items[i:i + CHUNK]
-            args[2] = len(chunk)
-            for m in chunk:
-                args += [m.id, m.lane, dumps(m.payload), m.to or "",
-                         repr(m.expires_at) if m.expires_at is not None else ""]
-            out += [bool(x) for x in self._s["ADD"](args=args)]
+    def _by_shard(self, ids: Sequence[str]) -> dict[int, list[int]]:
+        """Positions in `ids` grouped by shard."""
+        out: dict[int, list[int]] = {}
+        for i, id_ in enumerate(ids):
+            out.setdefault(shard_of(id_, self.shards), []).append(i)
         return out
 
+    # messages
+    @guarded
+    def add(self, items: Sequence[NewMessage], now: float) -> list[bool]:
+        calls: list[tuple[list[str], list[Any]]] = []
+        places: list[list[int]] = []
+        for k, where in self._by_shard([m.id for m in items]).items():
+            p = self.ps[k]
+            for i in range(0, len(where), CHUNK):
+                chunk = where[i:i + CHUNK]
+                args: list[Any] = [p, repr(now), len(chunk), self.maxlen]
+                for j in chunk:
+                    m = items[j]
+                    args += [m.id, m.lane, dumps(m.payload), m.to or "",
+                             repr(m.expires_at) if m.expires_at is not None else ""]
+                calls.append(([p + "counts"], args))
+                places.append(chunk)
+        out = [False] * len(items)
+        for chunk, got in zip(places, self._many("ADD", calls), strict=True):
+            for j, x in zip(chunk, got, strict=True):
+                out[j] = bool(x)
+        return out
+
+    def _many(self, name: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run script `name` once per (keys, args), every shard's call in one pipeline (a
+        cluster client sends each node its part): one round trip instead of one per shard.
+        A node without the script (restarted, a promoted replica) gets it and the pipeline
+        runs again; the scripts used here give the same result when run twice."""
+        if len(calls) <= 1:
+            return [self._s[name](keys=k, args=a) for k, a in calls]
+        script = self._s[name]
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            try:
+                return list(pipe.execute())
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                self.redis.script_load(script.script)
+        raise AssertionError("unreachable")
+
+    @guarded
     def claim(self, lane: str, limit: int, now: float) -> tuple[list[Record], list[Record]]:
-        q = self._group(lane)
+        """Up to `limit` from the shards in turn (each call starts one shard further on)."""
+        first = self._turn.get(lane, 0)
+        self._turn[lane] = (first + 1) % self.shards
+        claimed: list[Record] = []
+        expired: list[Record] = []
+        for n in range(self.shards):
+            if len(claimed) + len(expired) >= limit:
+                break
+            try:
+                c, x = self._claim(lane, (first + n) % self.shards,
+                                   limit - len(claimed) - len(expired), now)
+            except DOWN as exc:
+                if not claimed and not expired:
+                    raise
+                # What earlier shards handed over is in flight here now: it must reach the
+                # caller (held but never sent, it would be kept from takeover for ever).
+                self._down(exc)
+                break
+            claimed += c
+            expired += x
+        self._expire([r.id for r in expired])
+        return claimed, expired
+
+    def _claim(self, lane: str, k: int, limit: int, now: float
+               ) -> tuple[list[Record], list[Record]]:
+        try:
+            return self._claim_from(lane, k, limit, now)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The group is gone (a failover lost its creation, or someone deleted the
+            # stream): make it again; its entries are read from the start.
+            self._groups.discard((lane, k))
+            self._group(lane, k)
+            return [], []
+
+    def _claim_from(self, lane: str, k: int, limit: int, now: float
+                    ) -> tuple[list[Record], list[Record]]:
+        q = self._group(lane, k)
         entries: list[tuple[str, str]] = []
-        if time.monotonic() >= self._next_reclaim.get(lane, 0.0):
-            self._next_reclaim[lane] = time.monotonic() + min(1.0, self.reclaim_idle / 4)
+        if time.monotonic() >= self._next_reclaim.get((lane, k), 0.0):
+            self._next_reclaim[(lane, k)] = time.monotonic() + min(1.0, self.reclaim_idle / 4)
             cursor, taken, *_ = self.redis.xautoclaim(
                 q, GROUP, self.consumer, int(self.reclaim_idle * 1000),
-                self._cursor.get(lane, "0-0"), count=limit)
-            self._cursor[lane] = cursor
+                self._cursor.get((lane, k), "0-0"), count=limit)
+            self._cursor[(lane, k)] = cursor
             entries += [(e, f["id"]) for e, f in taken if f and f["id"] not in self._held]
         stolen = {id_ for _, id_ in entries}
         if len(entries) < limit:
             got = self.redis.xreadgroup(GROUP, self.consumer, {q: ">"}, count=limit - len(entries))
             for _, rows in got or []:
                 entries += [(e, f["id"]) for e, f in rows if f]
-        if not entries:
-            return [], []
         claimed: list[Record] = []
         expired: list[Record] = []
         for i in range(0, len(entries), CHUNK):
             chunk = entries[i:i + CHUNK]
-            args: list[Any] = [self.p, repr(now), GROUP, self.maxlen, len(chunk)]
+            args: list[Any] = [self.ps[k], repr(now), GROUP, self.maxlen, len(chunk)]
             for e, id_ in chunk:
                 args += [e, id_]
             for raw in self._s["CLAIM"](keys=[q], args=args):
@@ -209,7 +287,6 @@ class RedisStore(Store):
                     claimed.append(r)
                 else:
                     expired.append(r)
-        self._expire([r.id for r in expired])
         return claimed, expired
 
     def _expire(self, ids: Sequence[str]) -> None:
@@ -217,125 +294,177 @@ class RedisStore(Store):
         if self.record_ttl > 0 and ids:
             pipe = self.redis.pipeline(transaction=False)
             for id_ in ids:
-                pipe.pexpire(f"{self.p}m:{id_}", int(self.record_ttl * 1000))
+                pipe.pexpire(f"{self.shard(id_)}m:{id_}", int(self.record_ttl * 1000))
             pipe.execute()
 
+    @guarded
     def finish(self, done: Sequence[Finish], now: float) -> None:
-        for i in range(0, len(done), CHUNK):
-            chunk = done[i:i + CHUNK]
-            args: list[Any] = [self.p, repr(now), GROUP, self.maxlen, len(chunk)]
-            for f in chunk:
-                o = f.outcome
-                args += [f.id, f.state, o.via or "", o.message_id or "", o.error or "",
-                         o.description or "", o.canonical_id or ""]
-                self._held.pop(f.id, None)
-            self._s["FINISH"](args=args)
-            self._expire([f.id for f in chunk])
+        calls: list[tuple[list[str], list[Any]]] = []
+        for k, where in self._by_shard([f.id for f in done]).items():
+            p = self.ps[k]
+            for i in range(0, len(where), CHUNK):
+                chunk = [done[j] for j in where[i:i + CHUNK]]
+                args: list[Any] = [p, repr(now), GROUP, self.maxlen, len(chunk)]
+                for f in chunk:
+                    o = f.outcome
+                    args += [f.id, f.state, o.via or "", o.message_id or "", o.error or "",
+                             o.description or "", o.canonical_id or ""]
+                calls.append(([p + "counts"], args))
+        self._many("FINISH", calls)
+        for f in done:
+            self._held.pop(f.id, None)
+        self._expire([f.id for f in done])
 
-    def release(self, ids: Sequence[str], now: float) -> None:
+    def _requeue(self, k: int, ids: Sequence[str], now: float) -> int:
+        p, n = self.ps[k], 0
         for i in range(0, len(ids), CHUNK):
             chunk = list(ids[i:i + CHUNK])
-            self._s["REQUEUE"](args=[self.p, repr(now), GROUP, len(chunk), *chunk])
-            for id_ in chunk:
-                self._held.pop(id_, None)
+            n += self._s["REQUEUE"](keys=[p + "counts"],
+                                    args=[p, repr(now), GROUP, len(chunk), *chunk])
+        return n
 
+    @guarded
+    def release(self, ids: Sequence[str], now: float) -> None:
+        for k, where in self._by_shard(ids).items():
+            self._requeue(k, [ids[j] for j in where], now)
+            for j in where:
+                self._held.pop(ids[j], None)
+
+    @guarded
     def recover(self, now: float) -> int:
         """Re-queue what gateways without a live heartbeat held (not every in-flight message:
         other live gateways are sending theirs); returns how many."""
         n = 0
-        for lane in sorted(self.redis.smembers(self.p + "lanes")):
-            q = self._group(lane)
-            for c in self.redis.xinfo_consumers(q, GROUP):
-                name = c["name"]
-                if name == self.consumer or self.redis.exists(f"{self.p}gw:{name}"):
-                    continue
-                while True:
-                    rows = self.redis.xpending_range(q, GROUP, "-", "+", CHUNK, consumername=name)
-                    if not rows:
-                        break
-                    entries = [r["message_id"] for r in rows]
-                    taken = self.redis.xclaim(q, GROUP, self.consumer, 0, entries)
-                    ids = [f["id"] for _, f in taken if f]
-                    if ids:
-                        n += self._s["REQUEUE"](args=[self.p, repr(now), GROUP, len(ids), *ids])
-                    # A claim cut between XREADGROUP and its script left a record queued on this
-                    # very entry: acking it would strand the record. It stays pending (now ours)
-                    # and XAUTOCLAIM hands it out once idle. The rest are stale: ack them.
-                    keep = self._still_queued(taken)
-                    stale = [e for e in entries if e not in keep]
-                    if stale:
-                        self.redis.xack(q, GROUP, *stale)
-                self.redis.xgroup_delconsumer(q, GROUP, name)
+        for k, p in enumerate(self.ps):
+            for lane in sorted(self.redis.smembers(p + "lanes")):
+                q = self._group(lane, k)
+                for c in self.redis.xinfo_consumers(q, GROUP):
+                    name = c["name"]
+                    if name == self.consumer or self.redis.exists(f"{self.g}gw:{name}"):
+                        continue
+                    while True:
+                        rows = self.redis.xpending_range(q, GROUP, "-", "+", CHUNK,
+                                                         consumername=name)
+                        if not rows:
+                            break
+                        entries = [r["message_id"] for r in rows]
+                        taken = self.redis.xclaim(q, GROUP, self.consumer, 0, entries)
+                        ids = [f["id"] for _, f in taken if f]
+                        if ids:
+                            n += self._requeue(k, ids, now)
+                        # A claim cut between XREADGROUP and its script left a record queued
+                        # on this very entry: acking it would strand the record. It stays
+                        # pending (now ours) and XAUTOCLAIM hands it out once idle. The rest
+                        # are stale (finished): ack them.
+                        keep = self._still_queued(p, taken)
+                        stale = [e for e in entries if e not in keep]
+                        if stale:
+                            self.redis.xack(q, GROUP, *stale)
+                    self.redis.xgroup_delconsumer(q, GROUP, name)
         return n
 
-    def _still_queued(self, taken: Sequence[tuple[str, Mapping[str, str] | None]]) -> set[str]:
-        """Entries whose message is still queued under that entry (never claimed)."""
+    def _still_queued(self, p: str, taken: Sequence[tuple[str, Mapping[str, str] | None]]
+                      ) -> set[str]:
+        """Entries whose message (in shard prefix p) is still queued under that entry."""
         rows = [(e, f["id"]) for e, f in taken if f]
         pipe = self.redis.pipeline(transaction=False)
         for _, id_ in rows:
-            pipe.hmget(f"{self.p}m:{id_}", "state", "entry")
+            pipe.hmget(f"{p}m:{id_}", "state", "entry")
         got = pipe.execute() if rows else []
         return {e for (e, _), (state, entry) in zip(rows, got, strict=True)
                 if state == "queued" and entry == e}
 
+    @guarded
     def get(self, id: str) -> Record | None:
-        d = self.redis.hgetall(f"{self.p}m:{id}")
+        d = self.redis.hgetall(f"{self.shard(id)}m:{id}")
         return _record(id, d) if d else None
 
+    @guarded
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys((*STATES, "resent"), 0)
-        out.update({k: int(v) for k, v in self.redis.hgetall(self.p + "counts").items()})
+        for p in self.ps:
+            for k, v in self.redis.hgetall(p + "counts").items():
+                out[k] = out.get(k, 0) + int(v)
         return out
 
+    @guarded
     def lanes_with_queued(self) -> list[str]:
-        out = []
-        for lane in sorted(self.redis.smembers(self.p + "lanes")):
-            q = self._group(lane)
-            if self.redis.xlen(q) > self.redis.xpending(q, GROUP)["pending"]:
-                out.append(lane)
-        return out
+        out = set()
+        for k, p in enumerate(self.ps):
+            for lane in self.redis.smembers(p + "lanes"):
+                q = self._group(lane, k)
+                if self.redis.xlen(q) > self.redis.xpending(q, GROUP)["pending"]:
+                    out.add(lane)
+        return sorted(out)
 
-    # events
+    # events: seq = shard-local seq * shards + shard, so a seq names its shard
+    def _split(self, seq: int) -> tuple[int, int]:
+        return seq % self.shards, seq // self.shards
+
+    @guarded
     def add_event(self, kind: str, key: str, body: Mapping[str, Any], now: float
                   ) -> tuple[int, bool]:
-        seq, new = self._s["ADD_EVENT"](args=[self.p, kind, key, dumps(body), repr(now),
-                                              self.maxlen])
-        return int(seq), bool(new)
+        k = shard_of(key, self.shards)
+        p = self.ps[k]
+        seq, new = self._s["ADD_EVENT"](keys=[p + "eseq"], args=[
+            p, kind, key, dumps(body), repr(now), self.maxlen, max(1, int(self.dedup_horizon)),
+            self.shards, k])
+        return int(seq) * self.shards + k, bool(new)
 
+    @guarded
     def pending_events(self, kind: str, now: float, limit: int = 100) -> list[Event]:
-        rows = self._s["PENDING_EVENTS"](args=[self.p, kind, repr(now), limit, EVENT_HOLD])
-        out = []
-        for seq, (key, body, attempts, next_at, error, created_at) in rows:
-            if body is None:
-                continue
-            out.append(Event(int(seq), kind, key, json.loads(body), int(attempts or 0),
-                             float(next_at or 0), error, float(created_at or 0)))
+        out: list[Event] = []
+        for k, p in enumerate(self.ps):
+            if len(out) >= limit:
+                break
+            rows = self._s["PENDING_EVENTS"](keys=[f"{p}ep:{kind}"], args=[
+                p, kind, repr(now), limit - len(out), EVENT_HOLD])
+            for seq, (key, body, attempts, next_at, error, created_at) in rows:
+                if body is None:
+                    continue
+                out.append(Event(int(seq) * self.shards + k, kind, key, json.loads(body),
+                                 int(attempts or 0), float(next_at or 0), error,
+                                 float(created_at or 0)))
         return out
 
+    @guarded
     def event_done(self, seqs: Sequence[int], now: float) -> None:
-        if seqs:
-            self._s["EVENT_DONE"](args=[self.p, *seqs])
+        by: dict[int, list[int]] = {}
+        for seq in seqs:
+            k, local = self._split(seq)
+            by.setdefault(k, []).append(local)
+        for k, local in by.items():
+            self._s["EVENT_DONE"](keys=[self.ps[k] + "eseq"], args=[self.ps[k], *local])
 
+    @guarded
     def event_retry(self, seq: int, next_at: float, error: str, now: float) -> None:
-        self._s["EVENT_RETRY"](args=[self.p, seq, repr(next_at), error])
+        k, local = self._split(seq)
+        self._s["EVENT_RETRY"](keys=[self.ps[k] + "eseq"],
+                               args=[self.ps[k], local, repr(next_at), error])
 
+    @guarded
     def event_counts(self) -> dict[str, int]:
-        out = {}
-        for kind in sorted(self.redis.smembers(self.p + "ekinds")):
-            n = self.redis.zcard(f"{self.p}ep:{kind}")
-            if n:
-                out[kind] = n
-        return out
+        out: dict[str, int] = {}
+        for p in self.ps:
+            for kind in self.redis.smembers(p + "ekinds"):
+                n = self.redis.zcard(f"{p}ep:{kind}")
+                if n:
+                    out[kind] = out.get(kind, 0) + n
+        return dict(sorted(out.items()))
 
     # many gateways (beyond the Store interface)
     def start_heartbeat(self, presence: Callable[[], Mapping[str, Any]] | None = None) -> None:
         """Announce this process as a live gateway and keep it announced (a greenlet owned by
         the store, stopped by close())."""
         self._presence = presence
-        self.beat()
+        try:
+            self.beat()
+        except StoreUnavailable:
+            pass  # the loop tries again
         if self._beat is None:
             self._beat = gevent.spawn(self._beat_loop)
 
+    @guarded
     def beat(self) -> None:
         """Write presence, refresh connection leases, keep held entries from looking idle."""
         info = {"consumer": self.consumer, "pid": os.getpid(), "host": std_socket.gethostname(),
@@ -345,60 +474,54 @@ class RedisStore(Store):
                 info.update(self._presence())
             except Exception as exc:  # presence must never stop the heartbeat
                 info["presence_error"] = f"{type(exc).__name__}: {exc}"
-        self.redis.set(f"{self.p}gw:{self.consumer}", dumps(info),
+        self.redis.set(f"{self.g}gw:{self.consumer}", dumps(info),
                        px=int(self.heartbeat * 3000))
+        self.redis.sadd(self.g + "gws", self.consumer)
         for leases in self._leases:
             leases.refresh()
-        by_lane: dict[str, list[str]] = {}
-        for lane, entry in list(self._held.values()):
-            by_lane.setdefault(lane, []).append(entry)
-        for lane, entries in by_lane.items():
+        by_lane: dict[tuple[str, int], list[str]] = {}
+        for id_, (lane, entry) in list(self._held.items()):
+            by_lane.setdefault((lane, shard_of(id_, self.shards)), []).append(entry)
+        for (lane, k), entries in by_lane.items():
             for i in range(0, len(entries), CHUNK):
-                self.redis.xclaim(self._q(lane), GROUP, self.consumer, 0, entries[i:i + CHUNK],
-                                  justid=True)
+                self.redis.xclaim(self._q(lane, k), GROUP, self.consumer, 0,
+                                  entries[i:i + CHUNK], justid=True)
 
     def _beat_loop(self) -> None:
         while not self._closed:
             gevent.sleep(self.heartbeat)
             try:
                 self.beat()
+            except StoreUnavailable as exc:
+                log.warning("outbox heartbeat failed (%s); trying again in %ss", exc,
+                            self.heartbeat)
             except redis.RedisError:
                 log.exception("outbox heartbeat failed; trying again in %ss", self.heartbeat)
 
     def connection_lease(self, sender_id: str, budget: int) -> Callable[[], Any]:
         """The pool's lease hook for CCS sessions of `sender_id`, `budget` across processes."""
-        leases = Leases(self.redis, f"{self.p}leases:{sender_id}", budget, self.heartbeat * 3)
+        leases = Leases(self.redis, f"{self.g}leases:{sender_id}", budget, self.heartbeat * 3)
         self._leases.append(leases)
         return leases.take
 
+    @guarded
     def gateways(self) -> list[dict[str, Any]]:
         """Every live gateway's last heartbeat."""
-        keys = sorted(self.redis.scan_iter(match=f"{self.p}gw:*", count=1000))
-        return [json.loads(v) for v in self.redis.mget(keys) if v] if keys else []
+        names = sorted(self.redis.smembers(self.g + "gws"))
+        if not names:
+            return []
+        values = self.redis.mget([f"{self.g}gw:{n}" for n in names])
+        gone = [n for n, v in zip(names, values, strict=True) if not v]
+        if gone:
+            self.redis.srem(self.g + "gws", *gone)
+        return [json.loads(v) for v in values if v]
 
+    @guarded
     def publish(self, kind: str, data: Mapping[str, Any]) -> None:
-        """Append to the public stream P:s:<kind> (token events; outcomes go from scripts)."""
-        self.redis.xadd(f"{self.p}s:{kind}", {"body": dumps(data)}, maxlen=self.maxlen,
+        """Append to a public stream (token events; outcomes go from scripts)."""
+        p = self.shard(str(data.get("token") or ""))
+        self.redis.xadd(f"{p}s:{kind}", {"body": dumps(data)}, maxlen=self.maxlen,
                         approximate=True)
-
-    def tail(self, kinds: Sequence[str], block_ms: int = 1000, start: str = "$"
-             ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Follow the public streams from now (or `start`): (kind, data) as gateways append."""
-        pos = {f"{self.p}s:{k}": start for k in kinds}
-        if start == "$":  # resolved at the call, so nothing between two reads is missed
-            for key in pos:
-                info = self.redis.xinfo_stream(key) if self.redis.exists(key) else None
-                pos[key] = info["last-generated-id"] if info else "0-0"
-        return self._follow(pos, block_ms)
-
-    def _follow(self, pos: dict[str, str], block_ms: int
-                ) -> Iterator[tuple[str, dict[str, Any]]]:
-        while not self._closed:
-            for key, rows in self.redis.xread(pos, block=block_ms) or []:
-                for entry, f in rows:
-                    pos[key] = entry
-                    data = json.loads(f.pop("body")) if "body" in f else {}
-                    yield key[len(self.p) + 2:], {**f, **data}
 
     def close(self) -> None:
         if self._closed:
@@ -406,11 +529,13 @@ class RedisStore(Store):
         self._closed = True
         if self._beat is not None:
             self._beat.kill()
+        gevent.killall(list(self._followers.values()))
         try:
             for leases in self._leases:
                 leases.close()
             if self._presence is not None or self._beat is not None:
-                self.redis.delete(f"{self.p}gw:{self.consumer}")
+                self.redis.delete(f"{self.g}gw:{self.consumer}")
+                self.redis.srem(self.g + "gws", self.consumer)
         except redis.RedisError:
             log.warning("could not give back leases and presence (they expire)")
         self.redis.close()

@@ -1,10 +1,13 @@
 """Lua scripts of the Redis outbox: each state change and its stream bookkeeping is one atomic
 step, so a gateway killed between two commands never leaves a record and its queue entry apart.
 
-Keys (P is the prefix): P:m:<id> hash per message, P:q:<lane> stream per lane (consumer group
-"gw"), P:counts hash of per-state counts, P:lanes set, P:s:<kind> public streams (outcome,
-upstream, receipt, token), P:e:<seq> event hashes, P:ep:<kind> zset of pending event seqs by
-next_at, P:ek:<kind> hash event key -> seq (de-duplication).
+Every script works inside one shard; P (ARGV[1]) is the shard's key prefix "{prefix:N}:", whose
+hash tag puts all its keys in one cluster slot. KEYS[1] is always one key of that shard, so
+redis-py's cluster client sends the script to the node owning the slot.
+Keys: P:m:<id> hash per message, P:q:<lane> stream per lane (consumer group "gw"), P:counts
+hash of per-state counts, P:lanes set, P:s:<kind> public streams (outcome, upstream, receipt,
+token), P:e:<seq> event hashes, P:ep:<kind> zset of pending event seqs by next_at,
+P:ek:<kind>:<key> -> seq (de-duplication, expiring after the horizon), P:eseq.
 """
 
 # A record as one JSON string: one bulk reply per message is far cheaper for redis-py's
@@ -154,19 +157,22 @@ end
 return moved
 """
 
-# ARGV: prefix, kind, key, body, now, maxlen; returns {seq, new (0/1)}.
+# ARGV: prefix, kind, key, body, now, maxlen, horizon (seconds the key is remembered), shards,
+# this shard; returns {seq, new (0/1)}. The public stream gets the global seq (see add_event).
 ADD_EVENT = """
 local p, kind, k, body, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local seq = redis.call('HGET', p .. 'ek:' .. kind, k)
+local dedup = p .. 'ek:' .. kind .. ':' .. k
+local seq = redis.call('GET', dedup)
 if seq then return {tonumber(seq), 0} end
 seq = redis.call('INCR', p .. 'eseq')
-redis.call('HSET', p .. 'ek:' .. kind, k, seq)
+redis.call('SET', dedup, seq, 'EX', ARGV[7])
 redis.call('HSET', p .. 'e:' .. seq, 'kind', kind, 'key', k, 'body', body, 'attempts', 0,
            'next_at', now, 'created_at', now)
 redis.call('ZADD', p .. 'ep:' .. kind, now, seq)
 redis.call('SADD', p .. 'ekinds', kind)
 if kind ~= 'webhook' then
-  redis.call('XADD', p .. 's:' .. kind, 'MAXLEN', '~', maxlen, '*', 'seq', seq, 'body', body)
+  local global = seq * tonumber(ARGV[8]) + tonumber(ARGV[9])
+  redis.call('XADD', p .. 's:' .. kind, 'MAXLEN', '~', maxlen, '*', 'seq', global, 'body', body)
 end
 return {seq, 1}
 """

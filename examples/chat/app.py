@@ -14,16 +14,17 @@ from typing import Any
 import redis
 from flask import Flask, Response, jsonify, request
 
-from ccs.dispatcher import Stopping, new_id
+from ccs.dispatcher import Conflict, Stopping, new_id
 from ccs.embed import Embedded
 from ccs.inbound import InboundRecord
 from ccs.message import InvalidMessage, validate_downstream
+from ccs.outbox.base import StoreUnavailable
 from ccs.router import RouteError
 from ccs.supervisor import Supervisor
 
 RETRY_STOPPING = 1  # seconds: another worker (or this one restarted) takes writes by then
 RETRY_OUTBOX = 5  # seconds: the outbox itself failed (Redis away, disk full)
-OUTBOX_ERRORS = (redis.RedisError, sqlite3.Error, OSError)
+OUTBOX_ERRORS = (StoreUnavailable, redis.RedisError, sqlite3.Error, OSError)
 
 
 def answer_id(body: dict[str, Any]) -> str:
@@ -95,6 +96,8 @@ def create_app(gw: Embedded) -> Flask:
         try:
             validate_downstream(message)
             ident = gw.supervisor.enqueue(message)
+        except Conflict as exc:  # the body's message_id was stored before with other content
+            return _error(409, str(exc), "message_id")
         except (InvalidMessage, RouteError) as exc:
             return _bad(exc)
         except (Stopping, *OUTBOX_ERRORS) as exc:
