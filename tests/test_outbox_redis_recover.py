@@ -6,6 +6,7 @@ import time
 
 from ccs.outbox.base import NewMessage
 from ccs.outbox.redis import GROUP, RedisStore
+from ccs.outbox.redis_read import shard_of
 from tests.helpers import wait_until
 
 
@@ -15,7 +16,7 @@ def test_a_claim_cut_between_read_and_script_is_not_stranded_by_recover(redis_ur
     dead = RedisStore(redis_url, reclaim_idle=0.2, heartbeat=0.05)
     now = time.time()
     dead.add([NewMessage("m1", "fcm", {"to": "t", "message_id": "m1"}, "t")], now)
-    q = dead._group("fcm")
+    q = dead._group("fcm", shard_of("m1", dead.shards))  # the lane's queue in m1's shard
     read = dead.redis.xreadgroup(GROUP, dead.consumer, {q: ">"}, count=10)
     assert [f["id"] for _, rows in read for _, f in rows] == ["m1"]
     live = RedisStore(redis_url, reclaim_idle=0.2, heartbeat=0.05)

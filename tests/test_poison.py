@@ -178,9 +178,8 @@ def test_a_redis_outbox_hands_an_unreadable_payload_over_as_such(redis_url: str)
     try:
         store.add([NewMessage("deep", "apns", {"to": "x"}), NewMessage("fine", "apns",
                                                                          {"to": "y"})], 0.0)
-        prefix = redis_url.split("prefix=")[1]
         r = redis.Redis.from_url(redis_url.split("?")[0])
-        r.hset(f"{prefix}:m:deep", "payload", "[" * 975 + "]" * 975)
+        r.hset(f"{store.shard('deep')}m:deep", "payload", "[" * 975 + "]" * 975)
         r.close()
         claimed, _ = store.claim("apns", 10, 1.0)
         by = {rec.id: rec for rec in claimed}
