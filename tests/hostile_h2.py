@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +83,10 @@ class _Link:
         self.open: set[int] = set()  # streams begun and not yet answered or reset
         self.requests: dict[int, tuple[str, str]] = {}  # stream -> (token, apns-id)
         self.acked = math.inf  # the stream limit the client has acknowledged
-        self.initial_acked = False
+        # the stream limit each SETTINGS frame sent carried (None: none), oldest first; h2's
+        # own bookkeeping pops every setting's oldest change on any ACK, so it can run ahead
+        self.unacked: deque[int | None] = deque([streams])
+        self.settled = False  # the opening SETTINGS are acknowledged: limits may move
         self.announced = streams
         self.answered = 0
         self.goaway_last: int | None = None
@@ -112,8 +115,9 @@ class HostileApns:
         self.goaway_open: list[tuple[int, int]] = []  # per GOAWAY: streams open, above last
         self._numbers = itertools.count(1)
         self._links: dict[int, _Link] = {}
-        ctx = server_context(pki.cert_file, pki.key_file, alpn=["h2"])
-        self.server = StreamServer(("127.0.0.1", 0), self._handle, ssl_context=ctx)
+        self.violation_log: list[tuple[int, int, float]] = []  # (connection, open, limit)
+        self._ctx = server_context(pki.cert_file, pki.key_file, alpn=["h2"])
+        self.server = StreamServer(("127.0.0.1", 0), self._handle)
 
     @property
     def port(self) -> int:
@@ -127,7 +131,12 @@ class HostileApns:
         self.server.stop(timeout=1)
 
     # -- one connection -------------------------------------------------------------------
-    def _handle(self, sock: Any, _addr: Any) -> None:
+    def _handle(self, raw: Any, _addr: Any) -> None:
+        try:
+            sock = self._ctx.wrap_socket(raw, server_side=True)
+        except OSError:  # e.g. a reachability probe that never starts TLS
+            raw.close()
+            return
         self.connections += 1
         number = next(self._numbers)
         b = self.b
@@ -143,6 +152,7 @@ class HostileApns:
                 h2.initiate_connection()
                 if b.window is not None:  # a second SETTINGS: h2 applies it once acknowledged
                     h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: b.window})
+                    link.unacked.append(None)
                 sock.sendall(h2.data_to_send())
             while True:
                 data = sock.recv(65536)
@@ -195,16 +205,15 @@ class HostileApns:
             elif t is ev.StreamReset:
                 link.open.discard(e.stream_id)
             elif t is ev.SettingsAcknowledged:
-                changed = e.changed_settings.get(MCS)
-                if changed is not None:
-                    link.acked = changed.new_value
-                elif not link.initial_acked:
-                    link.acked = self.b.streams
-                link.initial_acked = True
+                limit = link.unacked.popleft()
+                if limit is not None:
+                    link.acked = limit
+                link.settled = link.settled or not link.unacked
             elif t is ev.WindowUpdated:
                 backlog, link.backlog = link.backlog, []
                 for item in backlog:
-                    self._reply(link, *item)
+                    if item[0] in link.open:  # not one a GOAWAY since said was not processed
+                        self._reply(link, *item)
         if link.goaway_last is not None and self.b.goaway_silent:
             return []
         return ready
@@ -216,6 +225,7 @@ class HostileApns:
             return  # not processed, not answered: the client learnt that from the GOAWAY
         if len(link.open) >= link.acked:
             self.violations += 1
+            self.violation_log.append((link.number, len(link.open), link.acked))
             link.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             return
         link.open.add(sid)
@@ -275,12 +285,13 @@ class HostileApns:
         self.by_id.setdefault(apns_id, []).append(status)
 
     def _adjust_limit(self, link: _Link, status: int) -> None:
-        if not self.b.drop_to_one:
+        if not self.b.drop_to_one or not link.settled:
             return
         want = self.b.streams if status == 200 else 1
         if want != link.announced:
             link.announced = want
             link.h2.update_settings({MCS: want})
+            link.unacked.append(want)
 
     def _goaway(self, link: _Link) -> None:
         """GOAWAY written by hand: h2 would refuse to answer the streams it keeps."""

@@ -5,6 +5,8 @@ nothing sent again after a final answer, no stream over the acknowledged limit, 
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 from collections import Counter
 
 import pytest
@@ -16,6 +18,7 @@ from http_fallback.apns.config import ApnsConfig
 from http_fallback.apns.model import Notification
 from tests.apns_support import KEY_ID, KEY_PEM, TEAM_ID, TOPIC, token
 from tests.greenlet_errors import no_greenlet_errors  # noqa: F401 - autouse fixture
+from tests.helpers import run_ccs
 from tests.hostile_h2 import ALL, Behaviour, HostileApns, verdict
 
 SCENARIOS = {
@@ -109,3 +112,39 @@ def test_goaway_streams_kept_but_never_answered_end_unknown_after_the_grace(pki)
             assert server.answers[200] == len(outcomes) - len(kept)
             assert server.resent_after_final == 0 and server.violations == 0
             assert server.goaways >= 1 and server.connections <= 1 + server.goaways
+
+
+def test_ccs_send_1500_tokens_against_everything_at_once(pki, tmp_path):
+    """The issue's run by hand: `ccs send --apns-tokens-file`, token auth, every unkind
+    behaviour at once. It ends with exit status 1 and one line per token, in input order."""
+    count = 1500
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("".join(token(n) + "\n" for n in range(count)))
+    key = tmp_path / "AuthKey.p8"
+    key.write_bytes(KEY_PEM)
+    with HostileApns(pki, ALL) as server:
+        env = {"CCS_APNS_HOST": "127.0.0.1", "CCS_APNS_PORT": str(server.port),
+               "CCS_CA_FILE": pki.ca_file, "CCS_APNS_KEY_FILE": str(key),
+               "CCS_APNS_KEY_ID": KEY_ID, "CCS_APNS_TEAM_ID": TEAM_ID, "CCS_APNS_TOPIC": TOPIC}
+        started = time.monotonic()
+        proc = run_ccs(["send", "--apns-tokens-file", str(tokens), "--alert", "hi", "--json"],
+                       env=env, timeout=180)  # a hang guard, not a timing goal
+        elapsed = time.monotonic() - started
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["to"] for line in lines] == [token(n) for n in range(count)]
+    retries = ApnsConfig.retries  # the default budget: CCS_APNS_RETRY_ATTEMPTS
+    for n, line in enumerate(lines):
+        status, reason = verdict(token(n))
+        if status == 200:
+            assert line["status"] == "ok", (n, line)
+        else:
+            assert (line["status"], line["error"]) == ("failed", reason), (n, line)
+            if status in (429, 500, 503):
+                assert len(server.by_id[line["message_id"]]) == 1 + retries, (n, line)
+    assert server.violations == 0, server.violation_log[:20]
+    assert server.resent_after_final == 0
+    assert not server.protocol_errors and server.goaways >= 1
+    assert server.connections <= 2 + server.goaways
+    print(f"ccs send: {count} lines in {elapsed:.1f} s, {server.connections} connections, "
+          f"{server.goaways} GOAWAYs")
