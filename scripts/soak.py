@@ -3,7 +3,8 @@
 while the emulators inject every fault they support and gateways are killed and restarted.
 
 Faults: CCS drains, dropped connections, nacks (SERVICE_UNAVAILABLE), slow acks; FCM 503 with
-Retry-After and 500; APNs GOAWAY, REFUSED_STREAM resets (stream-limit drops) and connections
+Retry-After and 500; APNs GOAWAY, REFUSED_STREAM resets, the stream limit dropped to 1 with
+streams open, GOAWAY with hundreds of streams above its last_stream_id, and connections
 dropped before TLS. Gateway 0 lives throughout (its memory is watched); the others are killed
 (SIGKILL, every third a clean SIGTERM) and replaced. At the end, with faults off, the queue
 drains and every accepted message must have exactly one terminal outcome (record and outcome
@@ -119,7 +120,8 @@ class Soak:
 
     def inject(self) -> None:
         actions = [self._ccs_drain, self._ccs_drop, self._ccs_nacks_slow, self._apns_goaway,
-                   self._apns_refuse, self._apns_drop, self._ccs_calm]
+                   self._apns_refuse, self._apns_limit_drop, self._apns_drop,
+                   self._apns_goaway_many, self._ccs_calm]
         for action in itertools.cycle(actions):
             if not self.faulting:
                 return
@@ -152,6 +154,27 @@ class Soak:
     def _apns_refuse(self) -> None:
         self.apns.refuse_next(20)
         self.faults["apns_refused_streams"] += 20
+
+    def _apns_limit_drop(self) -> None:
+        """SETTINGS_MAX_CONCURRENT_STREAMS 1 while requests stall (streams open); the
+        answers after release raise it again."""
+        self.apns.stall()
+        gevent.sleep(0.5)
+        self.apns.set_stream_limit(1)
+        gevent.sleep(0.3)
+        self.apns.release()
+        self.faults["apns_limit_drops_with_streams_open"] += 1
+
+    def _apns_goaway_many(self) -> None:
+        """Stall requests until streams pile up, then GOAWAY with last_stream_id below nearly
+        all of them: those above go out again on a new connection, the rest end unknown."""
+        self.apns.stall()
+        gevent.sleep(3.0)
+        held = [sid for _, sid in self.apns.held_streams()]
+        last = min(held) if held else None
+        self.apns.goaway("Shutdown", last_stream_id=last)
+        self.apns.release()
+        self.faults["apns_goaway_streams_above_last"] += max(0, len(held) - 1)
 
     def _apns_drop(self) -> None:
         self.apns.drop_next_connections(1)
