@@ -112,7 +112,8 @@ class H2ClientConnection:
         sock = open_tls(cfg.host, cfg.port, self.context, cfg.server_hostname or cfg.host,
                         cfg.connect_timeout)
         self.protocol = sock.selected_alpn_protocol() or "h2"
-        self.channel = H2Channel(sock, client_config(), huffman=cfg.huffman)
+        self.channel = H2Channel(sock, client_config(), huffman=cfg.huffman,
+                                 literal=not cfg.huffman)
         try:
             self.channel.exchange(lambda c: c.initiate_connection())
         except OSError as e:  # ssl.SSLError is an OSError
