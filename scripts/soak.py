@@ -207,15 +207,18 @@ class Soak:
         r = self.store.redis
         ids = sorted(self.accepted)
         states: Counter[str] = Counter()
+        stuck: Counter[str] = Counter()  # lane:state of every message not yet terminal
         terminal: set[str] = set()
         for i in range(0, len(ids), 1000):
             pipe = r.pipeline(transaction=False)
             for mid in ids[i:i + 1000]:
-                pipe.hget(f"{self.store.p}m:{mid}", "state")
-            for mid, st in zip(ids[i:i + 1000], pipe.execute(), strict=True):
+                pipe.hmget(f"{self.store.p}m:{mid}", "state", "lane")
+            for mid, (st, lane) in zip(ids[i:i + 1000], pipe.execute(), strict=True):
                 states[st or "missing"] += 1
                 if st in ("ok", "failed", "expired", "unknown"):
                     terminal.add(mid)
+                else:
+                    stuck[f"{lane}:{st}"] += 1
         outcomes: Counter[str] = Counter()
         last = "-"
         while True:
@@ -239,7 +242,8 @@ class Soak:
             "lost": len(set(ids) - terminal) + len(set(ids) - set(outcomes)),
             "two_outcomes": sum(1 for v in outcomes.values() if v > 1),
             "duplicates": sum(dups.values()),
-            "states": dict(states), "resent": self.store.counts()["resent"],
+            "states": dict(states), "stuck": dict(stuck),
+            "resent": self.store.counts()["resent"],
         }
 
     def run(self) -> int:
@@ -272,7 +276,8 @@ class Soak:
         self.gws.stop()
         out = self.check()
         print(f"faults injected: {dict(self.faults)}; gateway kills/stops: {self.kills}")
-        print(f"states: {out['states']}; resent (taken over or put back): {out['resent']}; "
+        print(f"states: {out['states']}; not terminal by lane: {out['stuck']}")
+        print(f"resent (taken over or put back): {out['resent']}; "
               f"delivered twice per emulator: {out['duplicates_by']} (CCS: resent after a "
               "dropped connection or a gateway kill; at-least-once)")
         print(f"gateway 0 resident memory: {rss_start} kB at start, {rss_end} kB at end; "

@@ -199,6 +199,9 @@ class H2ClientConnection:
                     self.slot.wait()  # cleared under the lock when nothing could go
         except _IO_ERRORS as e:
             self.close(f"write failed: {e}", failed=True, goaway=False)
+        except Exception as e:  # e.g. the provider's request_headers failed: reconnect later
+            log.exception("HTTP/2 connection %d: writer failed", self.number)
+            self.close(f"write failed: {type(e).__name__}: {e}", failed=True, goaway=False)
         finally:
             if self.in_hand and not self.closed.is_set():
                 back, self.in_hand = self.in_hand, []
@@ -330,7 +333,10 @@ class H2ClientConnection:
             elif t is ev.StreamEnded:
                 req = streams.pop(e.stream_id, None)
                 if req is not None:
-                    self.pending.pop(e.stream_id, None)
+                    if self.pending.pop(e.stream_id, None) is not None:
+                        # answered before its body was all sent: end our half too, or h2
+                        # would count the stream open for ever
+                        conn.reset_stream(e.stream_id, ErrorCodes.NO_ERROR)
                     done.append((req, _response(req)))
             elif t is ev.StreamReset:
                 req = streams.pop(e.stream_id, None)
@@ -345,8 +351,13 @@ class H2ClientConnection:
                     self.limit = stream_limit(self.server_limit, self.cfg.max_streams)
                     note |= 1
             elif t is ev.WindowUpdated:
-                for sid, req in list(self.pending.items()):
-                    self._push_body(conn, sid, req)
+                if e.stream_id:
+                    req = self.pending.get(e.stream_id)
+                    if req is not None:
+                        self._push_body(conn, e.stream_id, req)
+                else:
+                    for sid, req in list(self.pending.items()):
+                        self._push_body(conn, sid, req)
                 if self.window_blocked and conn.outbound_flow_control_window > 0:
                     self.window_blocked = False
                     self.slot.set()
