@@ -169,7 +169,7 @@ class Soak:
         """Stall requests until streams pile up, then GOAWAY with last_stream_id below nearly
         all of them: those above go out again on a new connection, the rest end unknown."""
         self.apns.stall()
-        gevent.sleep(3.0)
+        gevent.sleep(5.0)  # ~300 streams at the default rate
         held = [sid for _, sid in self.apns.held_streams()]
         last = min(held) if held else None
         self.apns.goaway("Shutdown", last_stream_id=last)
