@@ -196,7 +196,7 @@ class H2ClientConnection:
                 self.in_hand = batch
                 headers = self.owner.request_headers(self)
                 if not self._transmit(headers) and not self.closing:
-                    self.slot.wait()  # cleared under the lock when nothing could go
+                    self.slot.wait(timeout=1.0)  # cleared under the lock when nothing went
         except _IO_ERRORS as e:
             self.close(f"write failed: {e}", failed=True, goaway=False)
         except Exception as e:  # e.g. the provider's request_headers failed: reconnect later
@@ -215,36 +215,42 @@ class H2ClientConnection:
         never = self.cfg.path_never_indexed
 
         def put(conn: Any) -> None:
-            hand = self.in_hand
-            while hand:
-                req = hand[0]
-                if self.closing or self.goaway_last is not None:
-                    return
-                if len(self.streams) >= self.limit:
-                    self.slot.clear()  # a limit lowered meanwhile: the rest goes back, unsent
-                    return
-                if conn.outbound_flow_control_window <= 0:
-                    self.window_blocked = True
-                    self.slot.clear()
-                    return
-                sid = conn.get_next_available_stream_id()
-                path = NeverIndexedHeaderTuple(b":path", req.path) if never \
-                    else (b":path", req.path)
-                method = head if req.method == b"POST" else [(b":method", req.method), *head[1:]]
-                try:
-                    conn.send_headers(sid, [*method, path, *extra, *req.headers],
-                                      end_stream=not req.body)
-                except TooManyStreamsError:  # h2 counts more open than we do: wait for one
-                    self.slot.clear()
-                    return
-                hand.pop(0)
-                req.sent_at = now
-                req.attempts += 1
-                req.r_headers, req.r_body, req.r_bytes, req.body_sent = None, b"", 0, 0
-                self.streams[sid] = req
-                sent.append(req)
-                if req.body:
-                    self._push_body(conn, sid, req)
+            hand, taken = self.in_hand, 0
+            try:
+                for req in hand:
+                    if req.done:  # finished meanwhile (deadline, stop): nothing to send
+                        taken += 1
+                        continue
+                    if self.closing or self.goaway_last is not None:
+                        return
+                    if len(self.streams) >= self.limit:
+                        self.slot.clear()  # a limit lowered meanwhile: the rest goes back
+                        return
+                    if conn.outbound_flow_control_window <= 0:
+                        self.window_blocked = True
+                        self.slot.clear()
+                        return
+                    sid = conn.get_next_available_stream_id()
+                    path = NeverIndexedHeaderTuple(b":path", req.path) if never \
+                        else (b":path", req.path)
+                    method = head if req.method == b"POST" \
+                        else [(b":method", req.method), *head[1:]]
+                    try:
+                        conn.send_headers(sid, [*method, path, *extra, *req.headers],
+                                          end_stream=not req.body)
+                    except TooManyStreamsError:  # h2 counts more open than we do: wait
+                        self.slot.clear()
+                        return
+                    taken += 1
+                    req.sent_at = now
+                    req.attempts += 1
+                    req.r_headers, req.r_body, req.r_bytes, req.body_sent = None, b"", 0, 0
+                    self.streams[sid] = req
+                    sent.append(req)
+                    if req.body:
+                        self._push_body(conn, sid, req)
+            finally:
+                self.in_hand = hand[taken:] if taken else hand  # not opened: still in hand
 
         self.channel.exchange(put)  # type: ignore[union-attr]
         self.opened += len(sent)
