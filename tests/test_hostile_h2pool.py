@@ -90,8 +90,9 @@ def test_every_notification_has_one_outcome(pki, name):
             client.events.limit_changed.add(lambda e: limits.append(e.limit))
             outcomes = send_all(client, count)
             check(outcomes, server, client, retries=2)
-            if behaviour.goaway_after:  # each GOAWAY left hundreds of streams to send again
-                assert server.goaways >= 1 and client.stats()["requeued"] >= 100
+            if behaviour.goaway_after:  # streams open above last_stream_id went out again
+                above = sum(n for _, n in server.goaway_open)
+                assert server.goaways >= 1 and client.stats()["requeued"] >= above
                 if behaviour is SCENARIOS["goaway-with-streams-open"]:
                     assert max(above for _, above in server.goaway_open) >= 500
             if behaviour.drop_to_one:  # followed down to 1 and back up, many times
