@@ -76,6 +76,7 @@ class H2ClientConnection:
         self.slot.set()
         self.window_blocked = False  # the connection's send window ran out
         self.closing = False
+        self.retired = Event()  # takes no new streams (GOAWAY, drain): its slot may reconnect
         self.closed = Event()
         self.close_reason: str | None = None
         self.failed = False  # closed by an error rather than by us or a GOAWAY
@@ -144,6 +145,7 @@ class H2ClientConnection:
         if self.channel is not None:
             self.channel.close()
         self.slot.set()
+        self.retired.set()
         self.closed.set()
 
     def drain(self, reason: str) -> None:
@@ -151,6 +153,7 @@ class H2ClientConnection:
         self.closing = True
         self.close_reason = self.close_reason or reason
         self.slot.set()
+        self.retired.set()
         if not self.streams:
             self.close(reason)
 
@@ -384,6 +387,7 @@ class H2ClientConnection:
             self.goaway_at = time.monotonic()
         self.goaway_last = last
         self.closing = True
+        self.retired.set()
         code = getattr(e.error_code, "name", e.error_code)
         self.close_reason = goaway_reason(e.additional_data) or f"GOAWAY {code}"
         if e.error_code != ErrorCodes.NO_ERROR:
