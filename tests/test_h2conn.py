@@ -89,3 +89,19 @@ def test_literal_encoder_round_trips_and_leaves_the_table_empty():
     assert [h[0] for h in never] == [b":path", b"authorization"]
     enc.header_table_size = 0  # a peer's SETTINGS_HEADER_TABLE_SIZE is still announced
     assert enc.encode([(b":method", b"POST")]) == b"\x20\x83"
+
+
+def test_send_all_tells_nothing_written_from_a_failure_part_way():
+    import socket
+
+    from http_fallback.transport.h2conn import NothingWritten, _send_all
+
+    a, b = socket.socketpair()
+    try:
+        _send_all(a, b"preface")
+        assert b.recv(16) == b"preface"
+    finally:
+        a.close()
+        b.close()
+    with pytest.raises(NothingWritten):  # closed before a byte went: the peer saw nothing
+        _send_all(a, b"HEADERS")

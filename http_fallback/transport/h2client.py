@@ -23,7 +23,13 @@ from h2.exceptions import ProtocolError, TooManyStreamsError
 from h2.settings import SettingCodes
 from hpack import NeverIndexedHeaderTuple
 
-from http_fallback.transport.h2conn import H2Channel, TransportError, client_config, open_tls
+from http_fallback.transport.h2conn import (
+    H2Channel,
+    NothingWritten,
+    TransportError,
+    client_config,
+    open_tls,
+)
 from http_fallback.transport.h2request import (
     ConnectionInfo,
     FailureKind,
@@ -255,7 +261,11 @@ class H2ClientConnection:
             finally:
                 self.in_hand = hand[taken:] if taken else hand  # not opened: still in hand
 
-        self.channel.exchange(put)  # type: ignore[union-attr]
+        try:
+            self.channel.exchange(put)  # type: ignore[union-attr]
+        except NothingWritten:  # not one HEADERS frame reached the server: not sent at all
+            self._unopen(sent)
+            raise
         self.opened += len(sent)
         if self.in_hand:  # not opened: back to the front of the queue for any connection
             back, self.in_hand = self.in_hand, []
@@ -264,6 +274,16 @@ class H2ClientConnection:
             self.last_used = now
             self.owner.transmitted(self, sent)
         return bool(sent)
+
+    def _unopen(self, reqs: list[H2Request]) -> None:
+        """Forget streams whose frames never left: their requests go back in hand."""
+        gone = set(map(id, reqs))
+        for sid in [sid for sid, req in self.streams.items() if id(req) in gone]:
+            del self.streams[sid]
+            self.pending.pop(sid, None)
+        for req in reqs:
+            req.attempts -= 1
+        self.in_hand = reqs + self.in_hand
 
     def _push_body(self, conn: Any, sid: int, req: H2Request) -> None:
         body = req.body

@@ -35,6 +35,10 @@ class TransportError(OSError):
     """The socket or TLS layer failed (connect, handshake, ALPN)."""
 
 
+class NothingWritten(TransportError):
+    """The socket failed before any byte of an exchange went out: the peer saw none of it."""
+
+
 def open_tls(host: str, port: int, context: ssl.SSLContext, server_hostname: str | None,
              timeout: float, alpn: str | None = "h2") -> ssl.SSLSocket:
     """Connect, handshake and check ALPN; every failure becomes a TransportError."""
@@ -224,7 +228,7 @@ class H2Channel:
             result = fn(self.conn)
             data = self.conn.data_to_send()
             if data:
-                self.sock.sendall(data)
+                _send_all(self.sock, data)
             return result
 
     def feed(self, data: bytes, handle: Callable[[list[Any]], T]) -> T:
@@ -245,3 +249,15 @@ class H2Channel:
             self.sock.close()
         except OSError:
             pass
+
+
+def _send_all(sock: Any, data: bytes) -> None:
+    """sendall that tells "nothing went out" (NothingWritten) from a failure part-way."""
+    view, sent = memoryview(data), 0
+    try:
+        while sent < len(data):
+            sent += sock.send(view[sent:])
+    except OSError as e:
+        if sent == 0:
+            raise NothingWritten(str(e)) from e
+        raise
