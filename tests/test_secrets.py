@@ -249,8 +249,8 @@ def test_apns_p8_key_and_jwt(pki, debug_logs):
                                 backoff_base=0.01, reconnect_base=0.01, key_data=key,
                                 key_id=KEY_ID, team_id=TEAM_ID)
             client = ApnsClient(config)
-            make = client.pool.signer.make  # a spy: note each JWT the real signer makes
-            client.pool.signer.make = lambda now, make=make: jwts.append(make(now)) or jwts[-1]
+            make = client.handler.signer.make  # a spy: note each JWT the real signer makes
+            client.handler.signer.make = lambda now, make=make: jwts.append(make(now)) or jwts[-1]
             with client:
                 outcome = client.send(Notification(device=token(1), alert="hi")).get(10)
                 captured += [repr(client), repr(config), str(config), client.stats()]

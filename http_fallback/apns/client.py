@@ -12,8 +12,9 @@ from ccs.tls import client_context
 from http_fallback.apns.auth import TokenSigner, certificate_context
 from http_fallback.apns.config import ApnsConfig
 from http_fallback.apns.model import Alert, Notification, NotificationError
-from http_fallback.apns.pool import VIA, ApnsEvents, ApnsPool
+from http_fallback.apns.pool import VIA, ApnsEvents, ApnsHandler, to_request
 from http_fallback.apns.protocol import Prepared, prepare
+from http_fallback.transport.h2pool import H2Pool
 
 
 class ApnsClient(Provider):
@@ -44,7 +45,8 @@ class ApnsClient(Provider):
                              "CCS_APNS_KEY_FILE, CCS_APNS_KEY_ID, CCS_APNS_TEAM_ID) or a "
                              "certificate (cert_file, cert_data, pfx_file; CCS_APNS_CERT + "
                              "CCS_APNS_CERT_KEY, or CCS_APNS_PFX)")
-        self.pool = ApnsPool(config, context, signer, self.events, self.token_events, clock)
+        self.handler = ApnsHandler(config, signer, self.events, self.token_events, clock)
+        self.pool = H2Pool(config.pool_config(), context, self.handler, self.events, name="APNs")
         self._started = False
 
     def start(self) -> None:
@@ -86,7 +88,7 @@ class ApnsClient(Provider):
                                    retryable=True, attempts=0))
             return result
         result.key = prepared.apns_id
-        self.pool.submit(prepared, result)
+        self.pool.submit(to_request(prepared, result))
         return result
 
     def healthy(self) -> bool:
@@ -94,15 +96,10 @@ class ApnsClient(Provider):
                                   or self.pool.last_error is None)
 
     def stats(self) -> dict[str, Any]:
-        conns = self.pool.open_connections()
-        return {
-            **self.pool.counts,
-            "queued": self.pool.queue.qsize(),
-            "in_flight": self.pool.in_flight(),
-            "connections": len(conns),
-            "stream_limits": [c.limit for c in conns],
-            "last_error": self.pool.last_error,
-        }
+        pool = self.pool.stats()
+        conns = pool.pop("connections")
+        return {**pool, **self.handler.counts, "connections": len(conns),
+                "stream_limits": [c["limit"] for c in conns], "connection_details": conns}
 
 
 _FIELDS = set(Notification.__dataclass_fields__)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
+
+from http_fallback.transport.h2rules import H2PoolConfig
 
 PRODUCTION = "api.push.apple.com"
 SANDBOX = "api.sandbox.push.apple.com"
@@ -38,7 +41,9 @@ class ApnsConfig:
     ping_interval: float = 60.0  # PING a connection idle this long
     ping_timeout: float = 10.0
     idle_timeout: float = 600.0  # close a connection unused this long
-    retries: int = 3  # extra attempts for retryable reasons
+    retries: int = 3  # extra attempts for retryable reasons (429, 500, 503...)
+    retry_seconds: float = 30.0  # no retry starts later than this after the send
+    goaway_grace: float = 10.0  # wait this long for streams a GOAWAY left to finish
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     reconnect_base: float = 0.5
@@ -67,29 +72,42 @@ class ApnsConfig:
             raise ValueError("ApnsConfig.key_id and team_id are required with a signing key")
         if not 20 * 60 <= self.token_refresh <= 60 * 60:
             raise ValueError("ApnsConfig.token_refresh must be 1200-3600 seconds")
-        if self.connections < 1 or self.max_streams < 1:
-            raise ValueError("ApnsConfig.connections and max_streams must be >= 1")
         if not 0 < self.port < 65536:
             raise ValueError("ApnsConfig.port must be 1-65535")
-        for name in ("request_timeout", "connect_timeout", "ping_interval", "ping_timeout",
-                     "idle_timeout", "backoff_base", "reconnect_base"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"ApnsConfig.{name} must be > 0")
-        if self.retries < 0:
-            raise ValueError("ApnsConfig.retries must be >= 0")
+        try:
+            self.pool_config()
+        except ValueError as e:  # the pool checks its own half; name the field as it is here
+            field = {"retry_attempts": "retries"}
+            name = str(e).split(".", 1)[1].split(" ", 1)[0] if "." in str(e) else ""
+            raise ValueError(str(e).replace("H2PoolConfig." + name,
+                                            "ApnsConfig." + field.get(name, name))) from None
+
+    def pool_config(self) -> H2PoolConfig:
+        """The HTTP/2 pool's half of this configuration."""
+        return H2PoolConfig(
+            host=self.host, port=self.port, server_hostname=self.server_hostname,
+            connections=self.connections, max_streams=self.max_streams,
+            connect_timeout=self.connect_timeout, request_timeout=self.request_timeout,
+            ping_interval=self.ping_interval, ping_timeout=self.ping_timeout,
+            idle_timeout=self.idle_timeout, retry_attempts=self.retries,
+            retry_seconds=self.retry_seconds, backoff_base=self.backoff_base,
+            backoff_cap=self.backoff_cap, reconnect_base=self.reconnect_base,
+            reconnect_cap=self.reconnect_cap, goaway_grace=self.goaway_grace,
+            path_never_indexed=True)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: object) -> ApnsConfig:
         """Read CCS_APNS_* (and CCS_CA_FILE); a malformed number names its variable."""
 
-        def num(name: str, default: int) -> int:
+        def num(name: str, default: Any, kind: type = int) -> Any:
             raw = environ.get(name)
             if raw in (None, ""):
                 return default
             try:
-                return int(raw)
+                return kind(raw)
             except ValueError:
-                raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+                what = "an integer" if kind is int else "a number"
+                raise ValueError(f"{name} must be {what}, got {raw!r}") from None
 
         sandbox = environ.get("CCS_APNS_SANDBOX", "") in ("1", "true", "yes")
         kw: dict[str, object] = {
@@ -105,6 +123,8 @@ class ApnsConfig:
             "pfx_file": environ.get("CCS_APNS_PFX") or None,
             "passphrase": environ.get("CCS_APNS_PFX_PASSPHRASE") or None,
             "connections": num("CCS_APNS_CONNECTIONS", 2),
+            "retries": num("CCS_APNS_RETRY_ATTEMPTS", 3),
+            "retry_seconds": num("CCS_APNS_RETRY_SECONDS", 30.0, float),
             "legacy_host": environ.get("CCS_APNS_LEGACY_HOST") or (
                 "gateway.sandbox.push.apple.com" if sandbox else "gateway.push.apple.com"),
             "legacy_port": num("CCS_APNS_LEGACY_PORT", 2195),

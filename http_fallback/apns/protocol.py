@@ -6,7 +6,6 @@ No sockets and no clock: callers hand in the time where it matters.
 from __future__ import annotations
 
 import json
-import random
 import re
 import uuid
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from http_fallback.apns.model import TOPIC_SUFFIX, Notification, NotificationError, PushType
+from http_fallback.transport.h2rules import backoff, goaway_reason  # noqa: F401 - shared
 
 MAX_PAYLOAD = 4096
 MAX_PAYLOAD_VOIP = 5120
@@ -204,18 +204,6 @@ def _json_object(data: bytes | None) -> dict[str, Any]:
     except (ValueError, RecursionError):
         return {}
     return doc if isinstance(doc, dict) else {}
-
-
-def goaway_reason(debug: bytes | None) -> str | None:
-    """The `reason` in a GOAWAY's debug data, when it carries the JSON APNs sends."""
-    reason = _json_object(debug).get("reason")
-    return reason[:200] if isinstance(reason, str) and reason else None
-
-
-def backoff(attempt: int, base: float, cap: float, rnd: random.Random | None = None) -> float:
-    """Exponential delay for the n-th consecutive failure (n >= 1), with up to 25% jitter."""
-    delay = min(cap, base * (2 ** max(0, attempt - 1)))
-    return delay * (1 + 0.25 * (rnd or random).random())
 
 
 def token_needs_refresh(issued_at: float, now: float, refresh_after: float,

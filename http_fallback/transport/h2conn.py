@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from gevent import socket, ssl
 from gevent.lock import Semaphore
 from h2.config import H2Configuration
-from h2.connection import H2Connection
+from h2.connection import ConnectionState, H2Connection
 from h2.exceptions import FrameTooLargeError
 from hpack import Encoder
 
@@ -84,6 +84,16 @@ class FastH2Connection(H2Connection):
             self._checks = 0
         self._bound[remainder] = bound + 1  # the caller opens one stream next
         return bound
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        # h2 turns CLOSED on GOAWAY, refusing every later frame; RFC 9113 6.8 lets streams at
+        # or below last_stream_id finish, so the connection stays open for them. The owner
+        # opens no new stream after ConnectionTerminated.
+        before = self.state_machine.state
+        result = super()._receive_goaway_frame(frame)
+        if before in (ConnectionState.CLIENT_OPEN, ConnectionState.SERVER_OPEN):
+            self.state_machine.state = before
+        return result
 
     @property
     def open_outbound_streams(self) -> int:
