@@ -39,6 +39,12 @@ def cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds a process has used (Linux /proc), for the emulator's cost per message."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def env() -> dict[str, str]:
     e = dict(os.environ)
     e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
@@ -152,20 +158,24 @@ class MiniH2:
                         elif type(e) is ev.StreamEnded:
                             state["open"] -= 1
                             free.set()
+                        elif type(e) in (ev.WindowUpdated, ev.RemoteSettingsChanged):
+                            free.set()
                     sock.sendall(conn.data_to_send())
 
         reader = gevent.spawn(read)
-        gevent.sleep(0.05)  # the server's SETTINGS first
+        free.wait()  # the server's SETTINGS first
         while True:
             room = conn.remote_settings.max_concurrent_streams - state["open"]
             if state["done"] and state["open"] == 0:
                 break
-            if room <= 0 or state["done"]:
+            if room <= 0 or state["done"] or conn.outbound_flow_control_window < 1024:
                 free.clear()
                 free.wait()
                 continue
             with lock:
                 for _ in range(room):
+                    if conn.outbound_flow_control_window < 1024:
+                        break  # the reader wakes us when the server opens the window
                     body = next(self.source, None)
                     if body is None:
                         state["done"] = True
@@ -284,7 +294,9 @@ def main() -> None:
                     "--ceiling-sockets", str(args.ceiling_sockets)]
             if args.connections:
                 argv += ["--connections", str(args.connections)]
+            emu0 = proc_cpu(proc.pid)
             out = subprocess.run(argv, capture_output=True, text=True, env=env(), cwd=ROOT)
+            emu_cpu = proc_cpu(proc.pid) - emu0
             if out.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{out.stderr[-3000:]}")
             results[name] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -294,7 +306,8 @@ def main() -> None:
             rate = args.count / r["elapsed"]
             extra = f" over {', '.join(r['protocols'])}" if r.get("protocols") else ""
             print(f"{LABELS[name]}: {args.count} messages in {r['elapsed']:.2f} s = {rate:.0f} "
-                  f"msg/s, client CPU {r['cpu'] * 1e6 / args.count:.0f} us/message{extra}",
+                  f"msg/s, client CPU {r['cpu'] * 1e6 / args.count:.0f} us/message{extra} "
+                  f"(emulator CPU {emu_cpu * 1e6 / args.count:.0f} us/message)",
                   flush=True)
     finally:
         proc.terminate()

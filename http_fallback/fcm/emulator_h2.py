@@ -34,6 +34,18 @@ if TYPE_CHECKING:
 _order = itertools.count()
 
 
+class _ServerConnection(FastH2Connection):
+    """Enforces our stream limit only once the client has acknowledged our SETTINGS
+    (RFC 9113 6.5.3): before that a client may legally open streams beyond it."""
+
+    settings_acked = False
+
+    @property
+    def open_inbound_streams(self) -> int:
+        count = FastH2Connection.open_inbound_streams.fget(self)  # type: ignore[attr-defined]
+        return count if self.settings_acked else 0
+
+
 class H2Session:
     """One HTTP/2 connection of the emulator; `run()` serves it until it closes."""
 
@@ -41,7 +53,7 @@ class H2Session:
         self.emu = emu
         self.sock = sock
         self.number = number
-        self.h2 = FastH2Connection(H2Configuration(client_side=False, header_encoding=None,
+        self.h2 = _ServerConnection(H2Configuration(client_side=False, header_encoding=None,
                                                    validate_outbound_headers=False),
                                    huffman=False)
         self.h2.local_settings = Settings(client=False, initial_values={
@@ -153,6 +165,8 @@ class H2Session:
             elif t is ev.StreamReset:
                 self.open.pop(e.stream_id, None)
                 self.blocked.pop(e.stream_id, None)
+            elif t is ev.SettingsAcknowledged:
+                self.h2.settings_acked = True
             elif t is ev.WindowUpdated and self.blocked:
                 for sid in list(self.blocked):
                     self._send_body(sid, self.blocked.pop(sid))
