@@ -102,7 +102,7 @@ def test_goaway_closing_at_once_leaves_the_processed_unknown_and_resends_the_res
         wait_until(lambda: sum(len(s.open) for s in emu.sessions) == 50, what="streams open")
         (session,) = emu.sessions
         last = sorted(session.open)[9]
-        emu.goaway(last_stream_id=last, answer_open=False)
+        emu.goaway(last_stream_id=last, answer_open=False, reason='{"reason": "shedding"}')
         outcomes = {o.to: o for o in (r.get(60) for r in results)}
         client.stop()
     unknown = sorted(t for t, o in outcomes.items() if o.status is Status.UNKNOWN)

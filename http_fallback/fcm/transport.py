@@ -111,9 +111,8 @@ class H2Sender:
                                  retry_after.decode("latin-1") if retry_after else None,
                                  result.body)
         else:
-            sent = result.kind is FailureKind.UNKNOWN
-            self.report.failed(job, f"{result.reason}: {result.description}", sent,
-                               "goaway" in result.reason.lower())
+            self.report.failed(job, f"{result.reason}: {result.description}",
+                               result.kind is FailureKind.UNKNOWN, result.goaway)
 
     def connection_closed(self, conn: ConnectionInfo) -> None:
         pass
