@@ -2,7 +2,8 @@
 
 Exit status: 0 all ok; 1 any failed, expired or unknown; 2 bad usage or configuration;
 3 could not reach the service at all. Token files stream: memory is bounded by
---max-outstanding, whatever the file's size. Results print in input order.
+--max-outstanding, whatever the file's size. Results print in input order, each as soon as it
+and every earlier one are final.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def run_sends(send: Any, messages: Iterable[Any], as_json: bool, max_outstanding
     """Send each message, print results in input order; return the exit status.
 
     `messages` may yield an Outcome in place of a message (a bad input): it is printed in its
-    place, so every input gets exactly one line.
+    place, so every input gets exactly one line. A line is written (and flushed) as soon as its
+    outcome and those of every earlier input are final. At most `max_outstanding` results wait
+    in memory: when the oldest is still unresolved, sending pauses until it resolves.
     """
     pending: deque[SendResult | Outcome] = deque()
     worst = EXIT_OK
@@ -78,12 +81,21 @@ def run_sends(send: Any, messages: Iterable[Any], as_json: bool, max_outstanding
         if bar is not None:
             bar.update(1)
 
+    def emit_ready() -> None:
+        if pending and _ready(pending[0]):
+            while pending and _ready(pending[0]):
+                emit(pending.popleft())
+            out.flush()
+
     for msg in messages:
         pending.append(msg if isinstance(msg, Outcome) else send(msg))
-        while pending and (len(pending) >= max_outstanding or _ready(pending[0])):
-            emit(pending.popleft())
+        emit_ready()
+        while len(pending) >= max_outstanding:
+            emit(pending.popleft())  # waits for the oldest: memory stays bounded
+            emit_ready()
     while pending:
         emit(pending.popleft())
+        emit_ready()
     if bar is not None:
         bar.render_finish()
     out.flush()
