@@ -134,11 +134,16 @@ class MiniH2:
         from h2.connection import H2Connection
 
         from ccs.tls import client_context
+        from http_fallback.transport.h2conn import _PlainEncoder as PlainEncoder
 
         ctx = client_context(self.info["ca_file"], alpn=["h2"])
         sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.info["port"])),
                                server_hostname="127.0.0.1")
-        conn = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+        # h2 as lean as it goes: no outbound header checks, no Huffman coding
+        conn = H2Connection(H2Configuration(client_side=True, header_encoding=None,
+                                            validate_outbound_headers=False,
+                                            normalize_outbound_headers=False))
+        conn.encoder = PlainEncoder()
         conn.initiate_connection()
         lock, free, state = Semaphore(), Event(), {"open": 0, "done": False}
         sock.sendall(conn.data_to_send())
@@ -276,7 +281,7 @@ def main() -> None:
                         help="our HTTP/2 connections (default: FcmClient's)")
     parser.add_argument("--h1-sockets", type=int, default=100,
                         help="our HTTP/1.1 connections when forced to HTTP/1.1")
-    parser.add_argument("--ceiling-sockets", type=int, default=4)
+    parser.add_argument("--ceiling-sockets", type=int, default=8)
     parser.add_argument("--only", default=",".join(RUNS), help="which runs, comma-separated")
     parser.add_argument("--child", choices=RUNS, help=argparse.SUPPRESS)
     parser.add_argument("--info", help=argparse.SUPPRESS)
