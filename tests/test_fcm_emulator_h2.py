@@ -190,3 +190,39 @@ def test_http11_and_h2_requests_both_see_latency(emu, pki):
                             json.dumps({"message": {"token": "slow"}}).encode())
     assert response.status == 200 and time.monotonic() - t0 >= 0.2
     http.close()
+
+
+def _emulate(tmp_path, *options):
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT, ccs_env
+
+    proc = subprocess.Popen([sys.executable, "-m", "ccs", "emulate", "fcm", "--dir",
+                             str(tmp_path), *options], stdout=subprocess.PIPE, text=True,
+                            env=ccs_env(), cwd=ROOT)
+    return proc, json.loads(proc.stdout.readline())
+
+
+def test_ccs_emulate_fcm_options_for_http2(tmp_path):
+    proc, info = _emulate(tmp_path / "a", "--latency", "0.01", "--streams", "7",
+                          "--goaway-after", "3")
+    try:
+        raw = RawH2(info["port"], info["ca_file"])
+        wait_until(lambda: raw.conn.remote_settings.max_concurrent_streams == 7, what="limit")
+        sids = [raw.post(f"/v1/projects/{info['project']}/messages:send", "no-token",
+                         {"token": f"c{i}"}) for i in range(5)]
+        wait_until(lambda: raw.closed, what="GOAWAY after three")
+        assert raw.of(ev.ConnectionTerminated)[0].last_stream_id == sids[2]
+        assert raw.answers == dict.fromkeys(sids[:3], 401)  # no access token: answered 401
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    proc, info = _emulate(tmp_path / "b", "--no-http2")
+    try:
+        plain = RawH2(info["port"], info["ca_file"], alpn=("h2", "http/1.1"))
+        assert plain.alpn is None  # no ALPN offered at all
+        plain.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
