@@ -277,6 +277,7 @@ def test_a_slow_answer_times_out_and_is_retried(emu, pki):
 
 def test_retry_deadline_ends_in_failed(emu, pki):
     c = client_for(emu, pki, retry_deadline=0.5, retry_base_delay=0.2)
+    assert c.send(Message(token="warm")).get(10).ok  # connected: the deadline is all retries'
     emu.fail("slow", "unavailable")
     outcome = c.send(Message(token="slow")).get(10)
     assert outcome.status is Status.FAILED and outcome.retryable

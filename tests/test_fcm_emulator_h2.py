@@ -168,18 +168,21 @@ def test_stream_limit_changes_mid_flight_and_binds_once_acknowledged(emu, pki):
     token = _token(emu, pki)
     raw = _raw(emu, pki)
     wait_until(lambda: raw.conn.remote_settings.max_concurrent_streams == 100, what="settings")
+    path = emu.send_url[len(emu.url):]
     for i in range(5):
-        raw.post(emu.send_url[len(emu.url):], token, {"token": f"l{i}"})
+        raw.post(path, token, {"token": f"l{i}"})
     emu.set_stream_limit(3)
     wait_until(lambda: raw.conn.remote_settings.max_concurrent_streams == 3, what="new limit")
     wait_until(lambda: len(raw.answers) == 5, what="the five already open answered")
     assert emu.limit_violations == 0
-    # now over the acknowledged limit: the emulator treats it as the protocol error it is
+    # now over the acknowledged limit: the fourth stream is refused, unprocessed
     raw.conn.remote_settings._settings[3] = [100]  # pretend we never saw the new limit
-    for i in range(4):
-        raw.post(emu.send_url[len(emu.url):], token, {"token": f"o{i}"})
-    wait_until(lambda: raw.closed, what="connection closed")
-    assert emu.limit_violations == 1
+    sids = [raw.post(path, token, {"token": f"o{i}"}) for i in range(4)]
+    wait_until(lambda: all(s in raw.answers for s in sids[:3]), what="three answered")
+    assert {e.stream_id: e.error_code for e in raw.of(ev.StreamReset)} == {sids[3]: 7}
+    assert emu.limit_violations == 1 and not raw.closed
+    assert sorted(s.target for s in sends(emu))[-3:] == ["o0", "o1", "o2"]
+    raw.close()
 
 
 def test_http11_and_h2_requests_both_see_latency(emu, pki):

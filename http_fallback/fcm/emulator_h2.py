@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from gevent import ssl
@@ -22,7 +24,7 @@ from gevent.lock import Semaphore
 from h2 import events as ev
 from h2.config import H2Configuration
 from h2.errors import ErrorCodes
-from h2.exceptions import ProtocolError, TooManyStreamsError
+from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
@@ -35,15 +37,12 @@ _order = itertools.count()
 
 
 class _ServerConnection(FastH2Connection):
-    """Enforces our stream limit only once the client has acknowledged our SETTINGS
-    (RFC 9113 6.5.3): before that a client may legally open streams beyond it."""
-
-    settings_acked = False
+    """h2 checks the stream limit against its settings bookkeeping, which applies every pending
+    change on the first ACK, even one the client has not seen yet; H2Session checks instead."""
 
     @property
     def open_inbound_streams(self) -> int:
-        count = FastH2Connection.open_inbound_streams.fget(self)  # type: ignore[attr-defined]
-        return count if self.settings_acked else 0
+        return 0
 
 
 class H2Session:
@@ -66,6 +65,10 @@ class H2Session:
         self.received = 0
         self.last_stream_id: int | None = None  # set once GOAWAY went out
         self.closed = False
+        # the stream limit each SETTINGS frame we sent carried, oldest first; one leaves per
+        # ACK. A limit binds once acknowledged (RFC 9113 6.5.3): none before the first ACK.
+        self.unacked: deque[int | None] = deque([emu.max_streams])
+        self.acked: float = math.inf
         self.raw_out = b""  # frames written around h2 (GOAWAY), after its pending output
 
     # -- control (from the emulator) -------------------------------------------------------
@@ -100,6 +103,7 @@ class H2Session:
             if self.closed:
                 return
             self.h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: limit})
+            self.unacked.append(limit)
             try:
                 self.sock.sendall(self.h2.data_to_send())
             except OSError:
@@ -130,9 +134,7 @@ class H2Session:
                 with self.lock:
                     try:
                         events = self.h2.receive_data(data)
-                    except ProtocolError as e:
-                        if isinstance(e, TooManyStreamsError):
-                            self.emu.limit_violations += 1
+                    except ProtocolError:
                         self.sock.sendall(self.h2.data_to_send())  # h2 queued its GOAWAY
                         return
                     self._on_events(events)
@@ -141,7 +143,7 @@ class H2Session:
                         out, self.raw_out = out + self.raw_out, b""
                     if out:
                         self.sock.sendall(out)
-        except (OSError, ssl.SSLError):
+        except (OSError, ssl.SSLError, ValueError):  # ValueError: closed by close() meanwhile
             return
         finally:
             self.close()
@@ -152,6 +154,10 @@ class H2Session:
         for e in events:
             t = type(e)
             if t is ev.RequestReceived:
+                if len(self.open) >= self.acked:  # over the acknowledged limit: refused
+                    emu.limit_violations += 1
+                    self.h2.reset_stream(e.stream_id, ErrorCodes.REFUSED_STREAM)
+                    continue
                 self.open[e.stream_id] = [e.headers, b""]
                 if len(self.open) > emu.max_active:
                     emu.max_active = len(self.open)
@@ -165,8 +171,10 @@ class H2Session:
             elif t is ev.StreamReset:
                 self.open.pop(e.stream_id, None)
                 self.blocked.pop(e.stream_id, None)
-            elif t is ev.SettingsAcknowledged:
-                self.h2.settings_acked = True
+            elif t is ev.SettingsAcknowledged and self.unacked:
+                limit = self.unacked.popleft()
+                if limit is not None:
+                    self.acked = limit
             elif t is ev.WindowUpdated and self.blocked:
                 for sid in list(self.blocked):
                     self._send_body(sid, self.blocked.pop(sid))
