@@ -3,7 +3,8 @@
 while the emulators inject every fault they support and gateways are killed and restarted.
 
 Faults: CCS drains, dropped connections, nacks (SERVICE_UNAVAILABLE), slow acks; FCM 503 with
-Retry-After and 500; APNs GOAWAY, REFUSED_STREAM resets (stream-limit drops) and connections
+Retry-After and 500; APNs GOAWAY, REFUSED_STREAM resets, the stream limit dropped to 1 with
+streams open, GOAWAY with hundreds of streams above its last_stream_id, and connections
 dropped before TLS. Gateway 0 lives throughout (its memory is watched); the others are killed
 (SIGKILL, every third a clean SIGTERM) and replaced. At the end, with faults off, the queue
 drains and every accepted message must have exactly one terminal outcome (record and outcome
@@ -119,7 +120,8 @@ class Soak:
 
     def inject(self) -> None:
         actions = [self._ccs_drain, self._ccs_drop, self._ccs_nacks_slow, self._apns_goaway,
-                   self._apns_refuse, self._apns_drop, self._ccs_calm]
+                   self._apns_refuse, self._apns_limit_drop, self._apns_drop,
+                   self._apns_goaway_many, self._ccs_calm]
         for action in itertools.cycle(actions):
             if not self.faulting:
                 return
@@ -153,6 +155,27 @@ class Soak:
         self.apns.refuse_next(20)
         self.faults["apns_refused_streams"] += 20
 
+    def _apns_limit_drop(self) -> None:
+        """SETTINGS_MAX_CONCURRENT_STREAMS 1 while requests stall (streams open); the
+        answers after release raise it again."""
+        self.apns.stall()
+        gevent.sleep(0.5)
+        self.apns.set_stream_limit(1)
+        gevent.sleep(0.3)
+        self.apns.release()
+        self.faults["apns_limit_drops_with_streams_open"] += 1
+
+    def _apns_goaway_many(self) -> None:
+        """Stall requests until streams pile up, then GOAWAY with last_stream_id below nearly
+        all of them: those above go out again on a new connection, the rest end unknown."""
+        self.apns.stall()
+        gevent.sleep(5.0)  # ~300 streams at the default rate
+        held = [sid for _, sid in self.apns.held_streams()]
+        last = min(held) if held else None
+        self.apns.goaway("Shutdown", last_stream_id=last)
+        self.apns.release()
+        self.faults["apns_goaway_streams_above_last"] += max(0, len(held) - 1)
+
     def _apns_drop(self) -> None:
         self.apns.drop_next_connections(1)
         self.faults["apns_dropped_connections"] += 1
@@ -184,15 +207,18 @@ class Soak:
         r = self.store.redis
         ids = sorted(self.accepted)
         states: Counter[str] = Counter()
+        stuck: Counter[str] = Counter()  # lane:state of every message not yet terminal
         terminal: set[str] = set()
         for i in range(0, len(ids), 1000):
             pipe = r.pipeline(transaction=False)
             for mid in ids[i:i + 1000]:
-                pipe.hget(f"{self.store.p}m:{mid}", "state")
-            for mid, st in zip(ids[i:i + 1000], pipe.execute(), strict=True):
+                pipe.hmget(f"{self.store.p}m:{mid}", "state", "lane")
+            for mid, (st, lane) in zip(ids[i:i + 1000], pipe.execute(), strict=True):
                 states[st or "missing"] += 1
                 if st in ("ok", "failed", "expired", "unknown"):
                     terminal.add(mid)
+                else:
+                    stuck[f"{lane}:{st}"] += 1
         outcomes: Counter[str] = Counter()
         last = "-"
         while True:
@@ -216,7 +242,8 @@ class Soak:
             "lost": len(set(ids) - terminal) + len(set(ids) - set(outcomes)),
             "two_outcomes": sum(1 for v in outcomes.values() if v > 1),
             "duplicates": sum(dups.values()),
-            "states": dict(states), "resent": self.store.counts()["resent"],
+            "states": dict(states), "stuck": dict(stuck),
+            "resent": self.store.counts()["resent"],
         }
 
     def run(self) -> int:
@@ -249,7 +276,8 @@ class Soak:
         self.gws.stop()
         out = self.check()
         print(f"faults injected: {dict(self.faults)}; gateway kills/stops: {self.kills}")
-        print(f"states: {out['states']}; resent (taken over or put back): {out['resent']}; "
+        print(f"states: {out['states']}; not terminal by lane: {out['stuck']}")
+        print(f"resent (taken over or put back): {out['resent']}; "
               f"delivered twice per emulator: {out['duplicates_by']} (CCS: resent after a "
               "dropped connection or a gateway kill; at-least-once)")
         print(f"gateway 0 resident memory: {rss_start} kB at start, {rss_end} kB at end; "

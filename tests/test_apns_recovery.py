@@ -203,3 +203,44 @@ def test_delayed_replies_still_arrive(pki):
             assert all(r.get(10).ok for r in results)
         finally:
             c.stop()
+
+
+def test_limit_dropped_to_one_with_streams_open_queues_the_rest(pki):
+    with emulator(pki, max_concurrent_streams=100) as emu:
+        c = client(emu, request_timeout=20)
+        limits = []
+        c.events.limit_changed.add(lambda e: limits.append(e.limit))
+        try:
+            assert c.send(note(0)).get(10).ok
+            emu.stall()
+            results = [c.send(note(i)) for i in range(1, 300)]
+            wait_until(lambda: len(emu.held_streams()) == 100, what="100 streams open")
+            emu.set_stream_limit(1)
+            wait_until(lambda: limits[-1] == 1, what="limit 1 acknowledged")
+            emu.release()  # 100 answers; the 199 queued go out as the limit allows
+            assert all(r.get(20).ok for r in results)
+            assert emu.refused == 0 and c.stats()["unknown"] == 0
+            assert emu.connections() == 1  # over the limit, the emulator would have closed it
+        finally:
+            c.stop()
+
+
+def test_goaway_with_hundreds_of_streams_above_last_stream_id(pki):
+    with emulator(pki) as emu:
+        c = client(emu, request_timeout=20)
+        try:
+            assert c.send(note(0)).get(10).ok
+            emu.stall()
+            results = [c.send(note(i)) for i in range(1, 401)]
+            wait_until(lambda: len(emu.held_streams()) == 400, what="400 streams open")
+            last = sorted(sid for _, sid in emu.held_streams())[9]
+            emu.goaway("Shutdown", last_stream_id=last)
+            emu.release()
+            outs = [r.get(20) for r in results]
+            unknown = [o for o in outs if o.status is Status.UNKNOWN]
+            assert len(unknown) == 10 and all(o.error == "Shutdown" for o in unknown)
+            assert sum(o.ok for o in outs) == 390 and emu.accepted == 391
+            accepted_ids = [s.headers["apns-id"] for s in emu.seen if s.status == 200]
+            assert len(accepted_ids) == len(set(accepted_ids))  # none sent twice
+        finally:
+            c.stop()

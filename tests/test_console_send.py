@@ -87,3 +87,43 @@ def test_bad_usage_exits_2_naming_the_problem(emu, args, env_extra, needle):
     assert needle in res.stderr
     assert "Traceback" not in res.stderr
     assert emu.record.downstream == []
+
+
+def test_run_sends_keeps_order_flushes_early_and_bounds_what_waits():
+    """One slow result holds back the lines after it, and at most max_outstanding wait."""
+    import io
+
+    import gevent
+
+    from ccs.console.send import run_sends
+    from ccs.outcome import Outcome, SendResult, Status
+
+    class Out(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.flushed: list[int] = []
+
+        def flush(self) -> None:
+            self.flushed.append(self.getvalue().count("\n"))
+
+    results: list[SendResult] = []
+    sent_while_slow: list[int] = []
+
+    def send(n: int) -> SendResult:
+        r = SendResult()
+        results.append(r)
+        if n == 0:  # the slow one, resolved only once sending has paused behind it
+            gevent.spawn(lambda: (gevent.idle(), sent_while_slow.append(len(results)),
+                                  r.resolve(Outcome(Status.OK, "x", "0"))))
+        else:
+            r.resolve(Outcome(Status.FAILED if n == 7 else Status.OK, "x", str(n)))
+        return r
+
+    out = Out()
+    code = run_sends(send, iter(range(10)), as_json=True, max_outstanding=4, progress=False,
+                     out=out)
+    assert code == 1
+    assert [json.loads(x)["to"] for x in out.getvalue().splitlines()] == \
+        [str(n) for n in range(10)]
+    assert sent_while_slow == [4]  # sending paused at 4 waiting results
+    assert out.flushed[0] == 4  # the first flush carried every line the slow one held back

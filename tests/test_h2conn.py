@@ -68,3 +68,40 @@ def test_server_refuses_above_its_limit():
         client.send_headers(sid, HEADERS, end_stream=True)
     with pytest.raises(TooManyStreamsError):
         server.receive_data(client.data_to_send())
+
+
+def test_literal_encoder_round_trips_and_leaves_the_table_empty():
+    from hpack import Decoder, NeverIndexedHeaderTuple
+
+    from http_fallback.transport.h2conn import LiteralEncoder
+
+    enc, dec = LiteralEncoder(), Decoder()
+    block = [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"api.example"),
+             NeverIndexedHeaderTuple(b":path", b"/3/device/ab"),
+             NeverIndexedHeaderTuple(b"authorization", b"bearer x" * 40),
+             (b"apns-topic", "bündel".encode()), (b"x-custom-name", b"v" * 300)]
+    for _ in range(3):  # the second and third come from the cache, byte for byte the same
+        first = enc.encode(block)
+        assert dec.decode(first, raw=True) == [tuple(h) for h in block]
+        assert enc.encode(block) == first
+    assert len(dec.header_table.dynamic_entries) == 0  # nothing was ever indexed
+    never = [h for h in Decoder().decode(first, raw=True) if not h.indexable]
+    assert [h[0] for h in never] == [b":path", b"authorization"]
+    enc.header_table_size = 0  # a peer's SETTINGS_HEADER_TABLE_SIZE is still announced
+    assert enc.encode([(b":method", b"POST")]) == b"\x20\x83"
+
+
+def test_send_all_tells_nothing_written_from_a_failure_part_way():
+    import socket
+
+    from http_fallback.transport.h2conn import NothingWritten, _send_all
+
+    a, b = socket.socketpair()
+    try:
+        _send_all(a, b"preface")
+        assert b.recv(16) == b"preface"
+    finally:
+        a.close()
+        b.close()
+    with pytest.raises(NothingWritten):  # closed before a byte went: the peer saw nothing
+        _send_all(a, b"HEADERS")

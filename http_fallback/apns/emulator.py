@@ -71,6 +71,7 @@ class _Conn:
         self.token_ok = False
         self.limit = 0
         self.held: list[tuple[int, int, bytes, bytes]] = []
+        self.stalled: list[tuple[int, list[Any], bytes]] = []  # requests not yet processed
         self.pings = 0
 
 
@@ -102,6 +103,7 @@ class ApnsEmulator:
         self.refuse = 0
         self.drop = 0
         self.holding = False
+        self.stalling = False
         self.accepted = self.rejected = self.refused = 0
         self.connect_times: list[float] = []
         self.tokens_by_conn: dict[int, list[bytes]] = {}
@@ -170,14 +172,36 @@ class ApnsEmulator:
     def thaw(self) -> None:
         self._thaw.set()
 
+    def stall(self) -> None:
+        """Leave requests unprocessed (streams open, nothing recorded) until release(); a
+        GOAWAY meanwhile drops them, truthfully unprocessed."""
+        self.stalling = True
+
     def held_streams(self) -> list[tuple[int, int]]:
-        return sorted((c.number, h[0]) for c in self._conns.values() for h in c.held)
+        """(connection, stream) of every held answer and stalled request."""
+        return sorted([(c.number, h[0]) for c in self._conns.values() for h in c.held]
+                      + [(c.number, r[0]) for c in self._conns.values() for r in c.stalled])
 
     def release(self) -> None:
-        self.holding = False
+        self.holding = self.stalling = False
         for conn in list(self._conns.values()):
-            held, conn.held = conn.held, []
+            stalled, conn.stalled = conn.stalled, []
+            with conn.lock:
+                answers = [self._answer(conn, *r) for r in stalled]
+            held, conn.held = conn.held + answers, []
             self._send(conn, held)
+
+    def set_stream_limit(self, limit: int) -> None:
+        """Announce SETTINGS_MAX_CONCURRENT_STREAMS=limit on every connection now; streams in
+        flight stay open (the next answer may move the limit again, as APNs does)."""
+        for conn in list(self._conns.values()):
+            with conn.lock:
+                try:
+                    conn.limit = limit
+                    conn.h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: limit})
+                    conn.sock.sendall(conn.h2.data_to_send())
+                except (OSError, ProtocolError):
+                    pass
 
     def goaway(self, reason: str = "Shutdown", last_stream_id: int | None = None) -> None:
         """GOAWAY on every connection (debug data {"reason": ...}), then close it."""
@@ -191,6 +215,7 @@ class ApnsEmulator:
                 except (OSError, ProtocolError):
                     pass
             conn.held = []
+            conn.stalled = []
             conn.sock.close()
 
     def connections(self) -> int:
@@ -270,6 +295,9 @@ class ApnsEmulator:
             elif t is ev.StreamEnded:
                 req = conn.requests.pop(e.stream_id, None)
                 if req is None:
+                    continue
+                if self.stalling:
+                    conn.stalled.append((e.stream_id, req[0], req[1]))
                     continue
                 if self.refuse:
                     self.refuse -= 1

@@ -23,7 +23,13 @@ from h2.exceptions import ProtocolError, TooManyStreamsError
 from h2.settings import SettingCodes
 from hpack import NeverIndexedHeaderTuple
 
-from http_fallback.transport.h2conn import H2Channel, TransportError, client_config, open_tls
+from http_fallback.transport.h2conn import (
+    H2Channel,
+    NothingWritten,
+    TransportError,
+    client_config,
+    open_tls,
+)
 from http_fallback.transport.h2request import (
     ConnectionInfo,
     FailureKind,
@@ -76,6 +82,7 @@ class H2ClientConnection:
         self.slot.set()
         self.window_blocked = False  # the connection's send window ran out
         self.closing = False
+        self.retired = Event()  # takes no new streams (GOAWAY, drain): its slot may reconnect
         self.closed = Event()
         self.close_reason: str | None = None
         self.failed = False  # closed by an error rather than by us or a GOAWAY
@@ -112,7 +119,8 @@ class H2ClientConnection:
         sock = open_tls(cfg.host, cfg.port, self.context, cfg.server_hostname or cfg.host,
                         cfg.connect_timeout)
         self.protocol = sock.selected_alpn_protocol() or "h2"
-        self.channel = H2Channel(sock, client_config(), huffman=cfg.huffman)
+        self.channel = H2Channel(sock, client_config(), huffman=cfg.huffman,
+                                 literal=not cfg.huffman)
         try:
             self.channel.exchange(lambda c: c.initiate_connection())
         except OSError as e:  # ssl.SSLError is an OSError
@@ -143,6 +151,7 @@ class H2ClientConnection:
         if self.channel is not None:
             self.channel.close()
         self.slot.set()
+        self.retired.set()
         self.closed.set()
 
     def drain(self, reason: str) -> None:
@@ -150,6 +159,7 @@ class H2ClientConnection:
         self.closing = True
         self.close_reason = self.close_reason or reason
         self.slot.set()
+        self.retired.set()
         if not self.streams:
             self.close(reason)
 
@@ -195,9 +205,12 @@ class H2ClientConnection:
                 self.in_hand = batch
                 headers = self.owner.request_headers(self)
                 if not self._transmit(headers) and not self.closing:
-                    self.slot.wait()  # cleared under the lock when nothing could go
+                    self.slot.wait(timeout=1.0)  # cleared under the lock when nothing went
         except _IO_ERRORS as e:
             self.close(f"write failed: {e}", failed=True, goaway=False)
+        except Exception as e:  # e.g. the provider's request_headers failed: reconnect later
+            log.exception("HTTP/2 connection %d: writer failed", self.number)
+            self.close(f"write failed: {type(e).__name__}: {e}", failed=True, goaway=False)
         finally:
             if self.in_hand and not self.closed.is_set():
                 back, self.in_hand = self.in_hand, []
@@ -211,38 +224,48 @@ class H2ClientConnection:
         never = self.cfg.path_never_indexed
 
         def put(conn: Any) -> None:
-            hand = self.in_hand
-            while hand:
-                req = hand[0]
-                if self.closing or self.goaway_last is not None:
-                    return
-                if len(self.streams) >= self.limit:
-                    self.slot.clear()  # a limit lowered meanwhile: the rest goes back, unsent
-                    return
-                if conn.outbound_flow_control_window <= 0:
-                    self.window_blocked = True
-                    self.slot.clear()
-                    return
-                sid = conn.get_next_available_stream_id()
-                path = NeverIndexedHeaderTuple(b":path", req.path) if never \
-                    else (b":path", req.path)
-                method = head if req.method == b"POST" else [(b":method", req.method), *head[1:]]
-                try:
-                    conn.send_headers(sid, [*method, path, *extra, *req.headers],
-                                      end_stream=not req.body)
-                except TooManyStreamsError:  # h2 counts more open than we do: wait for one
-                    self.slot.clear()
-                    return
-                hand.pop(0)
-                req.sent_at = now
-                req.attempts += 1
-                req.r_headers, req.r_body, req.r_bytes, req.body_sent = None, b"", 0, 0
-                self.streams[sid] = req
-                sent.append(req)
-                if req.body:
-                    self._push_body(conn, sid, req)
+            hand, taken = self.in_hand, 0
+            try:
+                for req in hand:
+                    if req.done:  # finished meanwhile (deadline, stop): nothing to send
+                        taken += 1
+                        continue
+                    if self.closing or self.goaway_last is not None:
+                        return
+                    if len(self.streams) >= self.limit:
+                        self.slot.clear()  # a limit lowered meanwhile: the rest goes back
+                        return
+                    if conn.outbound_flow_control_window <= 0:
+                        self.window_blocked = True
+                        self.slot.clear()
+                        return
+                    sid = conn.get_next_available_stream_id()
+                    path = NeverIndexedHeaderTuple(b":path", req.path) if never \
+                        else (b":path", req.path)
+                    method = head if req.method == b"POST" \
+                        else [(b":method", req.method), *head[1:]]
+                    try:
+                        conn.send_headers(sid, [*method, path, *extra, *req.headers],
+                                          end_stream=not req.body)
+                    except TooManyStreamsError:  # h2 counts more open than we do: wait
+                        self.slot.clear()
+                        return
+                    taken += 1
+                    req.sent_at = now
+                    req.attempts += 1
+                    req.r_headers, req.r_body, req.r_bytes, req.body_sent = None, b"", 0, 0
+                    self.streams[sid] = req
+                    sent.append(req)
+                    if req.body:
+                        self._push_body(conn, sid, req)
+            finally:
+                self.in_hand = hand[taken:] if taken else hand  # not opened: still in hand
 
-        self.channel.exchange(put)  # type: ignore[union-attr]
+        try:
+            self.channel.exchange(put)  # type: ignore[union-attr]
+        except NothingWritten:  # not one HEADERS frame reached the server: not sent at all
+            self._unopen(sent)
+            raise
         self.opened += len(sent)
         if self.in_hand:  # not opened: back to the front of the queue for any connection
             back, self.in_hand = self.in_hand, []
@@ -251,6 +274,16 @@ class H2ClientConnection:
             self.last_used = now
             self.owner.transmitted(self, sent)
         return bool(sent)
+
+    def _unopen(self, reqs: list[H2Request]) -> None:
+        """Forget streams whose frames never left: their requests go back in hand."""
+        gone = set(map(id, reqs))
+        for sid in [sid for sid, req in self.streams.items() if id(req) in gone]:
+            del self.streams[sid]
+            self.pending.pop(sid, None)
+        for req in reqs:
+            req.attempts -= 1
+        self.in_hand = reqs + self.in_hand
 
     def _push_body(self, conn: Any, sid: int, req: H2Request) -> None:
         body = req.body
@@ -329,7 +362,10 @@ class H2ClientConnection:
             elif t is ev.StreamEnded:
                 req = streams.pop(e.stream_id, None)
                 if req is not None:
-                    self.pending.pop(e.stream_id, None)
+                    if self.pending.pop(e.stream_id, None) is not None:
+                        # answered before its body was all sent: end our half too, or h2
+                        # would count the stream open for ever
+                        conn.reset_stream(e.stream_id, ErrorCodes.NO_ERROR)
                     done.append((req, _response(req)))
             elif t is ev.StreamReset:
                 req = streams.pop(e.stream_id, None)
@@ -344,8 +380,13 @@ class H2ClientConnection:
                     self.limit = stream_limit(self.server_limit, self.cfg.max_streams)
                     note |= 1
             elif t is ev.WindowUpdated:
-                for sid, req in list(self.pending.items()):
-                    self._push_body(conn, sid, req)
+                if e.stream_id:
+                    req = self.pending.get(e.stream_id)
+                    if req is not None:
+                        self._push_body(conn, e.stream_id, req)
+                else:
+                    for sid, req in list(self.pending.items()):
+                        self._push_body(conn, sid, req)
                 if self.window_blocked and conn.outbound_flow_control_window > 0:
                     self.window_blocked = False
                     self.slot.set()
@@ -366,6 +407,7 @@ class H2ClientConnection:
             self.goaway_at = time.monotonic()
         self.goaway_last = last
         self.closing = True
+        self.retired.set()
         code = getattr(e.error_code, "name", e.error_code)
         self.close_reason = goaway_reason(e.additional_data) or f"GOAWAY {code}"
         if e.error_code != ErrorCodes.NO_ERROR:

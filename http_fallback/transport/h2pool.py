@@ -16,7 +16,8 @@ did not, or the server said it did not process it). The pool owns everything bel
   - streams open only while fewer than the server's acknowledged MAX_CONCURRENT_STREAMS (1
     until its SETTINGS); a lowered limit queues requests, it never fails them;
   - REFUSED_STREAM and streams above a GOAWAY's last_stream_id go back to the queue for any
-    connection; streams at or below it are waited for `goaway_grace`, then UNKNOWN;
+    connection; streams at or below it are waited for `goaway_grace`, then UNKNOWN; the slot
+    opens its next connection at once while the old one finishes them;
   - bodies follow the flow-control windows; received data is acknowledged;
   - PING when nothing was heard for `ping_interval`; idle connections close after
     `idle_timeout`; reconnects back off with jitter; a connection with streams in flight is
@@ -81,6 +82,7 @@ class H2Pool:
         self.queue = WorkQueue()
         self.group = Group()
         self.connections: list[H2ClientConnection | None] = [None] * cfg.connections
+        self.draining: set[H2ClientConnection] = set()  # retired, finishing their streams
         self.waiting_retry: set[H2Request] = set()
         self.running = False
         self.last_error: str | None = None
@@ -102,7 +104,7 @@ class H2Pool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.busy():
             gevent.sleep(0.01)
-        conns = [c for c in self.connections if c is not None]
+        conns = self._live()
         for conn in conns:
             conn.close("stopping")
         gevent.sleep(0)
@@ -121,13 +123,13 @@ class H2Pool:
         return bool(self.in_flight() or self.waiting_retry or self.queue.qsize())
 
     def in_flight(self) -> int:
-        return sum(len(c.streams) for c in self.connections if c is not None)
+        return sum(len(c.streams) for c in self._live())
 
     def open_connections(self) -> list[H2ClientConnection]:
         return [c for c in self.connections if c is not None and not c.closing]
 
     def stats(self) -> dict[str, Any]:
-        conns = [c for c in self.connections if c is not None]
+        conns = self._live()
         return {**self.counts, "queued": self.queue.qsize(), "in_flight": self.in_flight(),
                 "waiting_retry": len(self.waiting_retry),
                 "connections": [c.stats() for c in conns], "last_error": self.last_error}
@@ -210,20 +212,37 @@ class H2Pool:
             return failures
         self.connections[number] = conn
         self.events.connected.emit(ConnectionEvent("connected", number, serial=conn.serial))
-        try:
-            conn.serve()
-        finally:
-            self.connections[number] = None
-            self.handler.connection_closed(conn.info)
-            self.events.disconnected.emit(ConnectionEvent(
-                "disconnected", number, conn.close_reason, serial=conn.serial,
-                extra={"answered": conn.answered, "opened": conn.opened}))
+        serving = self.group.spawn(conn.serve)
+        gevent.wait([conn.retired, conn.closed], count=1)
+        self.connections[number] = None
+        if not conn.closed.is_set():
+            # a GOAWAY or a drain: the old connection finishes its streams on its own while
+            # this slot opens the next one for the requests it sent back
+            self.draining.add(conn)
+            serving.link(lambda _g: self._gone(conn))
+            if not conn.failed:
+                return 0
+            failures += 1  # a GOAWAY with an error code: back off before the next one
+            gevent.sleep(backoff(failures, cfg.reconnect_base, cfg.reconnect_cap))
+            return failures
+        serving.join()
+        self._gone(conn)
         if not conn.failed:
             return 0
         self.last_error = conn.close_reason
         failures = 1 if conn.answered else failures + 1
         gevent.sleep(backoff(failures, cfg.reconnect_base, cfg.reconnect_cap))
         return failures
+
+    def _gone(self, conn: H2ClientConnection) -> None:
+        self.draining.discard(conn)
+        self.handler.connection_closed(conn.info)
+        self.events.disconnected.emit(ConnectionEvent(
+            "disconnected", conn.number, conn.close_reason, serial=conn.serial,
+            extra={"answered": conn.answered, "opened": conn.opened}))
+
+    def _live(self) -> list[H2ClientConnection]:
+        return [c for c in self.connections if c is not None] + list(self.draining)
 
     def _ticker(self) -> None:
         cfg = self.cfg
@@ -232,9 +251,8 @@ class H2Pool:
         while True:
             gevent.sleep(interval)
             now = time.monotonic()
-            for conn in list(self.connections):
-                if conn is not None:
-                    conn.tick(now)
+            for conn in self._live():
+                conn.tick(now)
             if self.queue.qsize():
                 for req in self.queue.remove_if(lambda r, t=now: t > r.deadline or r.done):
                     self._finish(req, req.last_response or self._timeout())

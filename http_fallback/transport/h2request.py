@@ -105,7 +105,9 @@ class H2Handler(Protocol):
     except `request_headers`, which runs in the connection's writer outside the h2 lock."""
 
     def request_headers(self, conn: ConnectionInfo) -> list[tuple[bytes, bytes]]:
-        """Headers added to every request written on `conn` (e.g. authorization)."""
+        """Headers added to every request written on `conn` (e.g. authorization). Raising
+        closes the connection as failed (the pool reconnects with backoff) and puts its
+        requests back in the queue."""
         ...
 
     def judge(self, request: H2Request, response: H2Response) -> Verdict:

@@ -33,7 +33,8 @@ class H2PoolConfig:
     goaway_grace: float = 10.0  # wait for streams at or below a GOAWAY's last_stream_id
     max_reply_bytes: int = 64 * 1024  # kept of one answer body; the rest is read and dropped
     path_never_indexed: bool = False  # send :path as a never-indexed literal (APNs asks it)
-    huffman: bool = False  # Huffman-code header values (smaller, slower)
+    huffman: bool = False  # hpack's indexing, Huffman-coding encoder (smaller, slower); else
+    # literals without indexing, cached per field (h2conn.LiteralEncoder)
 
     def __post_init__(self) -> None:
         if self.connections < 1 or self.max_streams < 1:
