@@ -180,3 +180,18 @@ def test_ccs_send_20000_tokens_at_50ms_all_ok_on_http2(pki, tmp_path):
     assert not_ok == []
     assert [x.split()[1] for x in lines] == [f"tok-{i}" for i in range(count)]
     assert {s.protocol for s in seen} == {"h2"} and len(seen) == count
+
+
+def test_stop_with_hundreds_in_flight_says_unknown_only_for_what_went_out(pki):
+    with FcmEmulator(pki, "ps", latency=2.0) as emu:
+        client = client_for(emu, pki, connections=1)
+        results = [client.send(Message(token=f"s{i}")) for i in range(400)]
+        wait_until(lambda: sum(s.received for s in emu.sessions) >= 100, what="100 on the wire")
+        received = sum(s.received for s in emu.sessions)
+        client.stop(timeout=0)
+        outcomes = [r.get(5) for r in results]
+    kinds = Counter((str(o.status), o.error) for o in outcomes)
+    assert set(kinds) <= {("unknown", "NO_ANSWER"), ("failed", "STOPPED")}
+    # unknown: exactly the requests the server had received; the rest never left
+    assert kinds[("unknown", "NO_ANSWER")] == received
+    assert all(o.retryable for o in outcomes if o.error == "STOPPED")

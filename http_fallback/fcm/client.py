@@ -299,13 +299,14 @@ class FcmClient(Provider):
         except HttpError as e:
             self._retry_later(job, "NETWORK_ERROR", None, str(e))
             return
+        sender.wait_room()  # killed here (stop), the message was not sent: FAILED, not UNKNOWN
         self._counts["requests"] += 1
         job.sending = True
         sender.send(job, token)
 
     # -- what the transport reports ----------------------------------------------------------
 
-    def failed(self, job: _Job, description: str, sent: bool, goaway: bool) -> None:
+    def transport_failed(self, job: _Job, description: str, sent: bool, goaway: bool) -> None:
         """No answer came. `sent`: the request may have reached FCM; `goaway`: it was on a
         connection that went away (GOAWAY) and stayed unanswered through the grace."""
         job.sending = False
@@ -318,8 +319,8 @@ class FcmClient(Provider):
         else:
             self._retry_later(job, "NETWORK_ERROR", None, description)
 
-    def answered(self, job: _Job, token: str, status: int, retry_after: str | None,
-                 body: bytes) -> None:
+    def transport_answered(self, job: _Job, token: str, status: int, retry_after: str | None,
+                           body: bytes) -> None:
         job.sending = False
         if status == 200:
             try:

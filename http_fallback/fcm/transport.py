@@ -1,9 +1,9 @@
 """How FcmClient's requests travel: HTTP/2 on the shared pool (`http_fallback.transport.h2pool`)
 when the server offers ALPN h2, else the keep-alive HTTP/1.1 pool.
 
-Both report the same way, to FcmClient: `answered(job, token, status, retry_after, body)` for
-an HTTP answer, `failed(job, description, sent, goaway)` when none came (`sent`: it may have
-reached the server; `goaway`: a stream at or below a GOAWAY's last_stream_id left unanswered).
+Both report the same way, to FcmClient: `transport_answered(job, token, status, retry_after,
+body)` for an HTTP answer, `transport_failed(job, description, sent, goaway)` when none came
+(`sent`: it may have reached the server; `goaway`: on a connection the server sent GOAWAY on).
 FCM's own rules (Retry-After, 401, backoff, ttl) stay in the client: the pool retries nothing
 itself, but it does re-send what the server never processed (REFUSED_STREAM, streams above a
 GOAWAY's last_stream_id) on any connection.
@@ -45,9 +45,9 @@ _CONTENT_TYPE = (b"content-type", b"application/json; charset=UTF-8")
 
 
 class Reporter(Protocol):
-    def answered(self, job: Any, token: str, status: int, retry_after: str | None,
-                 body: bytes) -> None: ...
-    def failed(self, job: Any, description: str, sent: bool, goaway: bool) -> None: ...
+    def transport_answered(self, job: Any, token: str, status: int, retry_after: str | None,
+                           body: bytes) -> None: ...
+    def transport_failed(self, job: Any, description: str, sent: bool, goaway: bool) -> None: ...
 
 
 def choose_protocol(config: FcmConfig, timeout: float) -> str:
@@ -84,8 +84,12 @@ class H2Sender:
         self.slots = Semaphore(config.connections * QUEUED_PER_CONNECTION)
         self.pool.start()
 
-    def send(self, job: Any, token: str) -> None:
+    def wait_room(self) -> None:
+        """Block while the pool holds as many requests as it should."""
         self.slots.acquire()
+
+    def send(self, job: Any, token: str) -> None:
+        """Hand one request to the pool (after wait_room)."""
         headers = [(b"authorization", f"Bearer {token}".encode()), _CONTENT_TYPE]
         self.pool.submit(H2Request(self.path, headers, job.body, tag=job, waiter=token))
 
@@ -107,12 +111,12 @@ class H2Sender:
         job, token = request.tag, request.waiter
         if isinstance(result, H2Response):
             retry_after = result.header(b"retry-after")
-            self.report.answered(job, token, result.status,
-                                 retry_after.decode("latin-1") if retry_after else None,
-                                 result.body)
+            self.report.transport_answered(
+                job, token, result.status,
+                retry_after.decode("latin-1") if retry_after else None, result.body)
         else:
-            self.report.failed(job, f"{result.reason}: {result.description}",
-                               result.kind is FailureKind.UNKNOWN, result.goaway)
+            self.report.transport_failed(job, f"{result.reason}: {result.description}",
+                                         result.kind is FailureKind.UNKNOWN, result.goaway)
 
     def connection_closed(self, conn: ConnectionInfo) -> None:
         pass
@@ -130,6 +134,9 @@ class H1Sender:
         self.report = report
         self.concurrency = config.concurrency
 
+    def wait_room(self) -> None:
+        pass  # send() waits for a socket itself
+
     def send(self, job: Any, token: str) -> None:
         headers = {"Authorization": f"Bearer {token}",
                    "Content-Type": "application/json; charset=UTF-8"}
@@ -137,10 +144,10 @@ class H1Sender:
             # FCM asks senders to retry; a resend on a stale connection is the same retry
             response = self.pool.request("POST", self.path, headers, job.body, idempotent=True)
         except HttpError as e:
-            self.report.failed(job, str(e), True, False)
+            self.report.transport_failed(job, str(e), True, False)
             return
-        self.report.answered(job, token, response.status, response.headers.get("retry-after"),
-                             response.body)
+        self.report.transport_answered(job, token, response.status,
+                                       response.headers.get("retry-after"), response.body)
 
     def stats(self) -> dict[str, Any]:
         pool = self.pool
