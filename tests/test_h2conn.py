@@ -105,3 +105,8 @@ def test_send_all_tells_nothing_written_from_a_failure_part_way():
         b.close()
     with pytest.raises(NothingWritten):  # closed before a byte went: the peer saw nothing
         _send_all(a, b"HEADERS")
+
+
+def test_client_refuses_server_push():
+    client, server = pair(limit=5)
+    assert server.remote_settings.enable_push == 0  # a push now is a protocol error

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol
+from typing import Any
 
 from gevent import ssl
 from gevent.event import Event
@@ -32,6 +32,7 @@ from http_fallback.transport.h2conn import (
 )
 from http_fallback.transport.h2request import (
     ConnectionInfo,
+    ConnectionOwner,
     FailureKind,
     H2Request,
     H2Response,
@@ -42,22 +43,6 @@ from http_fallback.transport.queue import WorkQueue
 log = logging.getLogger(__name__)
 _MAX_STREAMS = SettingCodes.MAX_CONCURRENT_STREAMS
 _IO_ERRORS = (OSError, ssl.SSLError, ProtocolError)
-
-
-class ConnectionOwner(Protocol):
-    """How a connection reports; the pool implements it."""
-
-    def request_headers(self, conn: H2ClientConnection) -> list[tuple[bytes, bytes]]: ...
-    def transmitted(self, conn: H2ClientConnection, reqs: list[H2Request]) -> None: ...
-    def answered(self, conn: H2ClientConnection, req: H2Request, resp: H2Response) -> None: ...
-    def reset(self, conn: H2ClientConnection, req: H2Request, code: int) -> None: ...
-    def unsent(self, conn: H2ClientConnection, reqs: list[H2Request]) -> None: ...
-    def unprocessed(self, conn: H2ClientConnection, reqs: list[H2Request], reason: str,
-                    description: str) -> None: ...
-    def lost(self, conn: H2ClientConnection, req: H2Request, reason: str,
-             description: str) -> None: ...
-    def limit_changed(self, conn: H2ClientConnection) -> None: ...
-    def goaway(self, conn: H2ClientConnection) -> None: ...
 
 
 class H2ClientConnection:
@@ -366,7 +351,7 @@ class H2ClientConnection:
                         # answered before its body was all sent: end our half too, or h2
                         # would count the stream open for ever
                         conn.reset_stream(e.stream_id, ErrorCodes.NO_ERROR)
-                    done.append((req, _response(req)))
+                    done.append((req, H2Response.of(req)))
             elif t is ev.StreamReset:
                 req = streams.pop(e.stream_id, None)
                 if req is not None:
@@ -470,13 +455,3 @@ class H2ClientConnection:
             except _IO_ERRORS as e:
                 self.close(f"ping failed: {e}", failed=True, goaway=False)
 
-
-def _response(req: H2Request) -> H2Response:
-    status = 0
-    hmap: dict[bytes, bytes] = {}
-    for k, v in req.r_headers or ():
-        if k == b":status":
-            status = int(v) if v.isdigit() and len(v) == 3 else 0
-        else:
-            hmap[k] = v
-    return H2Response(status, hmap, req.r_body)

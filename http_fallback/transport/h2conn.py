@@ -14,6 +14,7 @@ from gevent.lock import Semaphore
 from h2.config import H2Configuration
 from h2.connection import ConnectionState, H2Connection
 from h2.exceptions import FrameTooLargeError
+from h2.settings import SettingCodes, Settings
 from hpack import Encoder, HeaderTuple
 from hpack.hpack import encode_integer
 from hpack.table import HeaderTable
@@ -135,6 +136,10 @@ class FastH2Connection(H2Connection):
     def __init__(self, config: H2Configuration, huffman: bool = True,
                  literal: bool = False) -> None:
         super().__init__(config=config)
+        if config.client_side:  # no server push: nothing here would read a pushed stream
+            self.local_settings = Settings(client=True, initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: 100, SettingCodes.ENABLE_PUSH: 0,
+                SettingCodes.MAX_HEADER_LIST_SIZE: self.DEFAULT_MAX_HEADER_LIST_SIZE})
         if literal:
             self.encoder = LiteralEncoder()
         elif not huffman:

@@ -57,6 +57,18 @@ class H2Response:
     def header(self, name: bytes) -> bytes | None:
         return self.headers.get(name)
 
+    @classmethod
+    def of(cls, req: H2Request) -> H2Response:
+        """The answer gathered on `req`'s stream (a malformed :status reads as 0)."""
+        status = 0
+        hmap: dict[bytes, bytes] = {}
+        for k, v in req.r_headers or ():
+            if k == b":status":
+                status = int(v) if v.isdigit() and len(v) == 3 else 0
+            else:
+                hmap[k] = v
+        return cls(status, hmap, req.r_body)
+
 
 class FailureKind(StrEnum):
     UNKNOWN = "unknown"  # HEADERS went out: the server may have processed it
@@ -131,3 +143,22 @@ class ConnectionEvent:
     limit: int | None = None
     serial: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+Conn = Any  # an H2ClientConnection (h2client imports this module, not the reverse)
+
+
+class ConnectionOwner(Protocol):
+    """How a connection reports; the pool implements it."""
+
+    def request_headers(self, conn: Conn) -> list[tuple[bytes, bytes]]: ...
+    def transmitted(self, conn: Conn, reqs: list[H2Request]) -> None: ...
+    def answered(self, conn: Conn, req: H2Request, resp: H2Response) -> None: ...
+    def reset(self, conn: Conn, req: H2Request, code: int) -> None: ...
+    def unsent(self, conn: Conn, reqs: list[H2Request]) -> None: ...
+    def unprocessed(self, conn: Conn, reqs: list[H2Request], reason: str,
+                    description: str) -> None: ...
+    def lost(self, conn: Conn, req: H2Request, reason: str,
+             description: str) -> None: ...
+    def limit_changed(self, conn: Conn) -> None: ...
+    def goaway(self, conn: Conn) -> None: ...
