@@ -143,6 +143,8 @@ def test_config_from_env_names_bad_variables(tmp_path):
         FcmConfig.from_env({**env, "CCS_FCM_CONNECTIONS": "lots"})
     with pytest.raises(ValueError, match="connections"):
         FcmConfig.from_env({**env, "CCS_FCM_CONNECTIONS": "0"})
+    with pytest.raises(ValueError, match="http2"):
+        FcmConfig("/x.json", http2="no")
     with pytest.raises(ValueError, match="CCS_FCM_CREDENTIALS"):
         FcmConfig.from_env({})
     with pytest.raises(ValueError, match="CCS_FCM_TYPO"):

@@ -68,6 +68,8 @@ class FcmConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        if not isinstance(self.http2, bool):
+            raise ValueError(f"http2: must be True or False, got {self.http2!r}")
         for name in ("timeout", "connect_timeout", "retry_base_delay", "retry_max_delay",
                      "quota_delay", "retry_jitter", "retry_deadline", "refresh_margin"):
             value = getattr(self, name)
