@@ -165,7 +165,11 @@ REGISTRY: tuple[Setting, ...] = (
     _s("fcm.iid_url", "CCS_FCM_IID_URL", "str", None,
        "Instance ID (topic management) base URL (provider default if unset)"),
     _s("fcm.concurrency", "CCS_FCM_CONCURRENCY", "int", None,
-       "FCM HTTP v1 requests in flight (provider default if unset)", minimum=1),
+       "FCM HTTP v1 requests in flight over HTTP/1.1, one socket each (provider default if "
+       "unset)", minimum=1),
+    _s("fcm.connections", "CCS_FCM_CONNECTIONS", "int", None,
+       "FCM HTTP v1 HTTP/2 connections, each carrying up to the server's stream limit "
+       "(provider default if unset)", minimum=1),
     # legacy GCM/FCM HTTP
     _s("legacy.url", "CCS_LEGACY_URL", "str", None, "legacy HTTP send URL"),
     _s("legacy.key", "CCS_LEGACY_KEY", "str", None, "legacy HTTP server key", secret=True),

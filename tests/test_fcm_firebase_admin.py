@@ -106,3 +106,26 @@ def test_topic_management_on_the_registrations_api(emu, app):
     assert again.success_count == 1
     messaging.unsubscribe_from_topic(["a"], "/topics/news", app=app)
     assert emu.topics["news"] == {"b"}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_send_each_async_speaks_http2_with_mixed_results(emu, app):
+    import asyncio
+
+    emu.fail("tok-2", "unregistered")
+    emu.fail("tok-4", "unavailable", times=1)  # the SDK re-sends a 503
+    tokens = [f"tok-{i}" for i in range(150)]
+
+    async def go():
+        try:
+            return await messaging.send_each_async(
+                [messaging.Message(token=t, data={"i": t}) for t in tokens], app=app)
+        finally:  # its connections belong to this event loop: close them while it runs
+            await messaging._get_messaging_service(app)._async_client.aclose()
+
+    response = asyncio.run(go())
+    assert response.success_count == 149 and response.failure_count == 1
+    assert isinstance(response.responses[2].exception, messaging.UnregisteredError)
+    assert [s.status for s in sends(emu, "tok-4")] == [503, 200]
+    assert {s.protocol for s in sends(emu)} == {"h2"}
+    assert emu.max_active <= emu.max_streams and emu.limit_violations == 0

@@ -137,6 +137,14 @@ def test_config_from_env_names_bad_variables(tmp_path):
         FcmConfig.from_env({**env, "CCS_FCM_CONCURRENCY": "many"})
     with pytest.raises(ValueError, match="concurrency"):
         FcmConfig.from_env({**env, "CCS_FCM_CONCURRENCY": "0"})
+    assert FcmConfig.from_env({**env, "CCS_FCM_CONNECTIONS": "6"}).connections == 6
+    assert FcmConfig.from_env(env).connections == 4 and FcmConfig.from_env(env).http2
+    with pytest.raises(ValueError, match="CCS_FCM_CONNECTIONS"):
+        FcmConfig.from_env({**env, "CCS_FCM_CONNECTIONS": "lots"})
+    with pytest.raises(ValueError, match="connections"):
+        FcmConfig.from_env({**env, "CCS_FCM_CONNECTIONS": "0"})
+    with pytest.raises(ValueError, match="http2"):
+        FcmConfig("/x.json", http2="no")
     with pytest.raises(ValueError, match="CCS_FCM_CREDENTIALS"):
         FcmConfig.from_env({})
     with pytest.raises(ValueError, match="CCS_FCM_TYPO"):

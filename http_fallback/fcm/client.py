@@ -1,5 +1,6 @@
-"""FcmClient: the FCM HTTP v1 provider. A bounded queue feeds `concurrency` worker greenlets
-sharing one keep-alive pool; retries wait on timers, not on workers."""
+"""FcmClient: the FCM HTTP v1 provider. A bounded queue feeds worker greenlets that hand each
+message to the transport (fcm.transport): HTTP/2 connections when the server offers h2, else a
+keep-alive HTTP/1.1 pool; retries wait on timers, not on workers."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 
 import gevent
 from gevent.event import Event
+from gevent.lock import Semaphore
 from gevent.pool import Group, Pool
 from gevent.queue import Queue
 
@@ -25,6 +27,13 @@ from http_fallback.fcm.config import FcmConfig
 from http_fallback.fcm.model import Message
 from http_fallback.fcm.protocol import Action
 from http_fallback.fcm.topics import TopicManager, TopicResult
+from http_fallback.fcm.transport import (
+    H2,
+    QUEUED_PER_CONNECTION,
+    H1Sender,
+    H2Sender,
+    choose_protocol,
+)
 from http_fallback.fcm.validate import MessageError, ttl_seconds, validate_message
 from http_fallback.transport.http11 import HttpClient, HttpError
 
@@ -94,9 +103,10 @@ class FcmClient(Provider):
         self._http = HttpClient(ca_file=config.ca_file, timeout=config.timeout,
                                 connect_timeout=config.connect_timeout,
                                 max_connections_per_origin=config.concurrency)
-        self._pool = self._http.pool(config.base_url)
         prefix = urlsplit(config.base_url).path.rstrip("/")  # a base URL may carry a path
         self._send_path = prefix + protocol.send_path(project)
+        self._sender: H1Sender | H2Sender | None = None  # chosen by ALPN on first use
+        self._choosing = Semaphore()
         self._tokens = TokenSource(self.account, self._http, clock=clock,
                                    refresh_margin=config.refresh_margin, timeout=config.timeout)
         self.topics = TopicManager(self._http, self._tokens, config.iid_url)
@@ -129,8 +139,10 @@ class FcmClient(Provider):
         """Stop accepting; let queued and retrying messages finish for up to `timeout`."""
         self._stopping = True
         self._idle.wait(timeout)
-        self._timers.kill()
         self._workers.kill()
+        if self._sender is not None:
+            self._sender.close(0.1)  # settles what it holds: answered, or failed below
+        self._timers.kill()
         for job in list(self._jobs):
             if job.sending:
                 self._finish(job, Status.UNKNOWN, error="STOPPED",
@@ -150,9 +162,13 @@ class FcmClient(Provider):
         return self._started and not self._stopping and self._auth_failed is None
 
     def stats(self) -> dict[str, Any]:
+        """Counters, and `protocol` (h2, http/1.1, None before the first send) with
+        `connections`: one entry per open connection saying which protocol it speaks."""
+        sender = self._sender.stats() if self._sender is not None else {}
         return {**self._counts, "queued": self._queue.qsize(), "pending": len(self._jobs),
-                "connections_opened": self._pool.connections_opened,
-                "token_fetches": self._tokens.fetches, "auth_error": self._auth_failed}
+                "token_fetches": self._tokens.fetches, "auth_error": self._auth_failed,
+                "protocol": self._sender.protocol if self._sender is not None else None,
+                **sender}
 
     # -- many messages -----------------------------------------------------------------------
 
@@ -183,7 +199,7 @@ class FcmClient(Provider):
                window: int | None = None) -> Iterator[Outcome]:
         """Send from an iterable of any size, at most `window` in memory; outcomes in input
         order. A message that fails validation yields a FAILED outcome naming the field."""
-        window = window or 2 * self.config.concurrency
+        window = window or 2 * self._capacity()
         pending: deque[SendResult] = deque()
         for m in messages:
             try:
@@ -206,6 +222,28 @@ class FcmClient(Provider):
         return self.topics.change("batchRemove", topic, tokens)
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _capacity(self) -> int:
+        """Requests the transport takes at once."""
+        if self.config.http2 and (self._sender is None or self._sender.protocol == H2):
+            return self.config.connections * QUEUED_PER_CONNECTION
+        return self.config.concurrency
+
+    def _transport(self) -> H1Sender | H2Sender:
+        """The sender, chosen once by ALPN; HttpError when the server cannot be reached."""
+        with self._choosing:
+            if self._sender is None:
+                chosen = choose_protocol(self.config, self.config.connect_timeout)
+                if chosen == H2:
+                    self._sender = H2Sender(self.config, self._send_path, self)
+                else:
+                    if self.config.http2:
+                        log.warning("FCM at %s does not offer HTTP/2 (ALPN h2): sending over "
+                                    "HTTP/1.1 on up to %d connections", self.config.base_url,
+                                    self.config.concurrency)
+                    self._sender = H1Sender(self._http, self.config, self._send_path, self)
+                log.info("FCM sends over %s", self._sender.protocol)
+            return self._sender
 
     def _wire(self, message: Message | dict[str, Any]) -> dict[str, Any]:
         wire = message.to_json() if isinstance(message, Message) else message
@@ -256,22 +294,37 @@ class FcmClient(Provider):
                 self._finish(job, Status.FAILED, error="AUTH_ERROR", description=str(e))
             return
         self._auth_failed = None
-        headers = {"Authorization": f"Bearer {token}",
-                   "Content-Type": "application/json; charset=UTF-8"}
-        self._counts["requests"] += 1
-        job.sending = True
         try:
-            # FCM asks senders to retry; a resend on a stale connection is the same retry
-            response = self._pool.request("POST", self._send_path, headers, job.body,
-                                          idempotent=True)
+            sender = self._sender or self._transport()
         except HttpError as e:
-            job.sending = False
             self._retry_later(job, "NETWORK_ERROR", None, str(e))
             return
+        sender.wait_room()  # killed here (stop), the message was not sent: FAILED, not UNKNOWN
+        self._counts["requests"] += 1
+        job.sending = True
+        sender.send(job, token)
+
+    # -- what the transport reports ----------------------------------------------------------
+
+    def transport_failed(self, job: _Job, description: str, sent: bool, goaway: bool) -> None:
+        """No answer came. `sent`: the request may have reached FCM; `goaway`: it was on a
+        connection that went away (GOAWAY) and stayed unanswered through the grace."""
         job.sending = False
-        if response.status == 200:
+        if sent and (goaway or self._stopping):
+            self._finish(job, Status.UNKNOWN, error="NO_ANSWER", description=description)
+        elif self._stopping:
+            self._finish(job, Status.FAILED, error="STOPPED", retryable=True,
+                         description=f"client stopped before the message was sent "
+                                     f"({description})")
+        else:
+            self._retry_later(job, "NETWORK_ERROR", None, description)
+
+    def transport_answered(self, job: _Job, token: str, status: int, retry_after: str | None,
+                           body: bytes) -> None:
+        job.sending = False
+        if status == 200:
             try:
-                name = protocol.parse_name(response.body)
+                name = protocol.parse_name(body)
             except ValueError as e:
                 # FCM always names the message; a 200 without one came from something else
                 # (a proxy, a captive portal): whether FCM took the message is unknown
@@ -281,8 +334,7 @@ class FcmClient(Provider):
                 return
             self._finish(job, Status.OK, message_id=name)
             return
-        info = protocol.parse_error(response.status, response.body,
-                                    response.headers.get("retry-after"), time.time())
+        info = protocol.parse_error(status, body, retry_after, time.time())
         self._on_error(job, info, token)
 
     def _on_error(self, job: _Job, info: protocol.FcmErrorInfo, token: str) -> None:
@@ -299,7 +351,8 @@ class FcmClient(Provider):
             job.reauthed = True
             self._counts["reauths"] += 1
             self._tokens.invalidate(token)
-            self._attempt(job)
+            # a worker takes it: this may run in a transport greenlet that must not block
+            self._timers.add(gevent.spawn(self._queue.put, job))
         else:
             self._finish(job, Status.FAILED, error=info.code, description=description,
                          http_status=info.http_status)

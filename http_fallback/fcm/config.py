@@ -15,6 +15,7 @@ ENV = {
     "CCS_FCM_URL": "base_url",
     "CCS_FCM_IID_URL": "iid_url",
     "CCS_FCM_CONCURRENCY": "concurrency",
+    "CCS_FCM_CONNECTIONS": "connections",
     "CCS_CA_FILE": "ca_file",
 }
 
@@ -41,7 +42,9 @@ class FcmConfig:
     base_url: str = "https://fcm.googleapis.com"
     iid_url: str = "https://iid.googleapis.com"
     ca_file: str | None = None  # adds trust (an emulator's CA); never removes checks
-    concurrency: int = 100  # requests in flight at once (and keep-alive connections)
+    concurrency: int = 100  # HTTP/1.1: requests in flight at once (and keep-alive connections)
+    connections: int = 4  # HTTP/2 connections, each with up to the server's stream limit
+    http2: bool = True  # False: HTTP/1.1 only, even when the server offers h2
     queue_size: int = 10_000  # accepted messages waiting for a worker; send() blocks beyond
     timeout: float = 30.0  # seconds for one HTTP exchange
     connect_timeout: float = 10.0
@@ -61,10 +64,12 @@ class FcmConfig:
             problem = url_problem(getattr(self, name))
             if problem:
                 raise ValueError(f"{name}: {problem}")
-        for name in ("concurrency", "queue_size", "max_attempts"):
+        for name in ("concurrency", "connections", "queue_size", "max_attempts"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        if not isinstance(self.http2, bool):
+            raise ValueError(f"http2: must be True or False, got {self.http2!r}")
         for name in ("timeout", "connect_timeout", "retry_base_delay", "retry_max_delay",
                      "quota_delay", "retry_jitter", "retry_deadline", "refresh_margin"):
             value = getattr(self, name)
@@ -92,7 +97,8 @@ class FcmConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> FcmConfig:
         """From CCS_FCM_CREDENTIALS, CCS_FCM_PROJECT, CCS_FCM_URL, CCS_FCM_IID_URL,
-        CCS_FCM_CONCURRENCY and CCS_CA_FILE; an unknown CCS_FCM_* variable is an error."""
+        CCS_FCM_CONCURRENCY, CCS_FCM_CONNECTIONS and CCS_CA_FILE; an unknown CCS_FCM_* variable
+        is an error."""
         unknown = sorted(k for k in environ if k.startswith("CCS_FCM_") and k not in ENV)
         if unknown:
             raise ValueError(f"unknown variable {unknown[0]}")
@@ -102,10 +108,12 @@ class FcmConfig:
                 values[name] = environ[var]
         if "credentials_file" not in values and "credentials_file" not in overrides:
             raise ValueError("CCS_FCM_CREDENTIALS: required (path of a service-account file)")
-        if "concurrency" in values:
-            try:
-                values["concurrency"] = int(values["concurrency"])
-            except ValueError:
-                raise ValueError("CCS_FCM_CONCURRENCY: must be a positive integer") from None
+        for var in ("CCS_FCM_CONCURRENCY", "CCS_FCM_CONNECTIONS"):
+            name = ENV[var]
+            if name in values:
+                try:
+                    values[name] = int(values[name])
+                except ValueError:
+                    raise ValueError(f"{var}: must be a positive integer") from None
         values.update(overrides)
         return cls.from_dict(values)

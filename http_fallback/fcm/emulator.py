@@ -2,6 +2,12 @@
 (emulator_topics) on a real HTTPS server on loopback, for our tests, `ccs emulate fcm` and users'
 own integration tests.
 
+One TLS port speaks HTTP/1.1 and HTTP/2 (ALPN offers `h2` and `http/1.1`, as
+fcm.googleapis.com does; emulator_h2 serves the h2 connections). `latency` delays every answer,
+as a round trip to Google would; over HTTP/2 the emulator announces `max_concurrent_streams`
+(FCM: 100), can change it while streams are open, send GOAWAY on demand or after
+`goaway_after` requests on each connection, and refuse streams (REFUSED_STREAM).
+
 Documented choices where the references are silent: access tokens are opaque random strings;
 message names are "projects/<p>/messages/0:<n>" with a counter; a validate_only send answers
 "projects/<p>/messages/fake_message_id"; tokens must match [A-Za-z0-9_-:.]{1,4096}.
@@ -25,11 +31,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from gevent import socket
 from gevent.pywsgi import WSGIHandler, WSGIServer
+from h2.errors import ErrorCodes
 
 from ccs.testing.pki import TestPKI, make_test_pki
 from ccs.tls import server_context
 from http_fallback.fcm import emulator_oauth as oauth
 from http_fallback.fcm import emulator_topics as topics
+from http_fallback.fcm.emulator_h2 import H2Session
 from http_fallback.fcm.emulator_rules import Violation, check_request
 
 FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -66,6 +74,8 @@ class Seen:
     target: str | None = None
     error: str | None = None
     message: dict[str, Any] | None = field(default=None, repr=False)
+    protocol: str = "http/1.1"  # or "h2"
+    connection: int = 0  # the HTTP/2 connection's number (0: HTTP/1.1)
 
 
 @dataclass
@@ -115,12 +125,29 @@ class _Handler(WSGIHandler):
         return env
 
 
+class _Server(WSGIServer):
+    """pywsgi for HTTP/1.1; a connection whose TLS handshake chose ALPN h2 goes to H2Session."""
+
+    def __init__(self, *args: Any, emulator: FcmEmulator, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.emulator = emulator
+
+    def handle(self, sock: Any, address: Any) -> None:
+        alpn = getattr(sock, "selected_alpn_protocol", None)
+        if alpn is not None and alpn() == "h2":
+            self.emulator.serve_h2(sock)
+        else:
+            super().handle(sock, address)
+
+
 class FcmEmulator:
     """A loopback FCM v1 + OAuth + IID server. Use as a context manager, or start()/stop()."""
 
     def __init__(self, pki: TestPKI | None = None, project_id: str = "emulated-project", *,
                  host: str = "127.0.0.1", port: int = 0, token_lifetime: int = 3600,
-                 record_limit: int = 100_000, clock: Callable[[], float] = time.time) -> None:
+                 record_limit: int = 100_000, clock: Callable[[], float] = time.time,
+                 latency: float = 0.0, max_concurrent_streams: int = 100,
+                 goaway_after: int | None = None, http2: bool = True) -> None:
         self._tmp = None
         if pki is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="ccs-fcm-emulator-")
@@ -144,15 +171,27 @@ class FcmEmulator:
         self.credentials_file: str | None = None
         self._thread: threading.Thread | None = None
         self._wake: Any = None
+        self.latency = latency  # seconds before every answer (a WAN round trip)
+        self.max_streams = max_concurrent_streams  # SETTINGS_MAX_CONCURRENT_STREAMS over h2
+        self.goaway_after = goaway_after  # GOAWAY on each h2 connection after N requests
+        self.http2 = http2  # offer ALPN h2 (False: offer no ALPN at all)
+        self.sessions: set[H2Session] = set()
+        self.h2_connections = 0  # h2 connections served so far
+        self.refuse = 0  # the next N h2 streams get REFUSED_STREAM, unprocessed
+        self.refused = 0
+        self.goaways_sent = 0
+        self.max_active = 0  # most h2 streams open at once on one connection
+        self.limit_violations = 0  # streams opened over the acknowledged limit
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _make_server(self) -> WSGIServer:
         # made in the thread that serves: a gevent server belongs to its creator's hub
-        self._server = WSGIServer(self._address, self._app, log=None, error_log=None,
-                                  handler_class=_Handler,
-                                  ssl_context=server_context(self.pki.cert_file,
-                                                             self.pki.key_file))
+        alpn = ["h2", "http/1.1"] if self.http2 else None
+        self._server = _Server(self._address, self._app, log=None, error_log=None,
+                               handler_class=_Handler, emulator=self,
+                               ssl_context=server_context(self.pki.cert_file,
+                                                          self.pki.key_file, alpn=alpn))
         return self._server
 
     def start(self) -> FcmEmulator:
@@ -178,7 +217,12 @@ class FcmEmulator:
         server.start()
         ready.set()
         hub.wait(self._wake)  # until stop() sends the async watcher from the other thread
+        self._close_sessions()
         server.stop(timeout=1)
+
+    def _close_sessions(self) -> None:
+        for session in list(self.sessions):
+            session.close()
 
     def stop(self) -> None:
         if self._thread is not None:
@@ -186,6 +230,7 @@ class FcmEmulator:
             self._thread.join(10)
             self._thread = None
         elif self._server is not None:
+            self._close_sessions()
             self._server.stop(timeout=1)
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -248,6 +293,36 @@ class FcmEmulator:
         """Accept JWT assertions from `client_email` signed by `public_key`."""
         self.keys[client_email] = (public_key, key_id)
 
+    # -- HTTP/2 connections ------------------------------------------------------------------
+
+    def serve_h2(self, sock: Any) -> None:
+        self.h2_connections += 1
+        session = H2Session(self, sock, self.h2_connections)
+        self.sessions.add(session)
+        try:
+            session.run()
+        finally:
+            self.sessions.discard(session)
+
+    def goaway(self, last_stream_id: int | None = None, answer_open: bool = True,
+               error: ErrorCodes = ErrorCodes.NO_ERROR, reason: str = "") -> None:
+        """GOAWAY on every HTTP/2 connection. Streams above `last_stream_id` (default: the
+        highest received) are never processed. Those at or below are answered first when
+        `answer_open`, else abandoned as the connection closes (their outcome is unknown)."""
+        for session in list(self.sessions):
+            session.send_goaway(last_stream_id, answer_open, error, reason)
+
+    def set_stream_limit(self, limit: int) -> None:
+        """Announce a new SETTINGS_MAX_CONCURRENT_STREAMS on every HTTP/2 connection (and use
+        it for new ones); it binds once the client acknowledges it."""
+        self.max_streams = limit
+        for session in list(self.sessions):
+            session.set_stream_limit(limit)
+
+    def refuse_next(self, n: int = 1) -> None:
+        """Reset the next `n` HTTP/2 streams with REFUSED_STREAM, unprocessed."""
+        self.refuse += n
+
     def revoke_tokens(self) -> None:
         """Forget every access token issued so far: the next send with one gets a 401."""
         self.access_tokens.clear()
@@ -271,6 +346,20 @@ class FcmEmulator:
         else:
             self._delays.pop(target, None)
 
+    @property
+    def has_delays(self) -> bool:
+        return bool(self._delays)
+
+    def delay_of(self, body: bytes) -> float:
+        """The scripted delay for the target a send request's body names (0 if none)."""
+        try:
+            raw = json.loads(body).get("message", {})
+            target = next((raw[k] for k in ("token", "topic", "condition", "fid")
+                           if isinstance(raw.get(k), str)), None)
+        except (ValueError, AttributeError, TypeError):
+            return 0.0
+        return self._delays.get(target, 0.0) if target is not None else 0.0
+
     def _next_failure(self, target: str | None) -> _Script | None:
         if target is None:
             return None
@@ -289,14 +378,25 @@ class FcmEmulator:
 
     def _app(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
         at = time.monotonic()
-        self.requests += 1
-        path = environ.get("PATH_INFO", "")
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
         body = environ["wsgi.input"].read(length) if length else environ["wsgi.input"].read()
-        method = environ["REQUEST_METHOD"]
+        wait = self.latency + (self.delay_of(body) if self._delays else 0.0)
+        if wait:
+            gevent.sleep(wait)  # a slow answer, as set
+        status, headers, data = self.answer(environ, body, at)
+        start_response(f"{status} {_REASONS.get(status, 'Error')}", headers)
+        return [data]
+
+    def answer(self, environ: dict[str, Any], body: bytes, at: float,
+               protocol: str = "http/1.1", connection: int = 0
+               ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Process one request (either protocol): status, headers and body of the answer."""
+        self.requests += 1
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "")
         if path.startswith("/v1/projects/") and "/registrations/" in path:
             status, answer, target = topics.registration(self, method, path, environ)
             headers, msg = {}, None
@@ -317,12 +417,12 @@ class FcmEmulator:
         else:
             status, answer, headers, target, error, msg = 404, error_body(
                 404, "NOT_FOUND", "Not found"), {}, None, "NOT_FOUND", None
-        self.seen.append(Seen(at, path, status, target, error, msg))
+        if self.seen.maxlen:
+            self.seen.append(Seen(at, path, status, target, error, msg, protocol, connection))
         data = json.dumps(answer).encode()
         hdrs = [("Content-Type", "application/json; charset=UTF-8"),
                 ("Content-Length", str(len(data)))] + list(headers.items())
-        start_response(f"{status} {_REASONS.get(status, 'Error')}", hdrs)
-        return [data]
+        return status, hdrs, data
 
     def authorized(self, environ: dict[str, Any]) -> bool:
         auth = environ.get("HTTP_AUTHORIZATION", "")
@@ -360,8 +460,6 @@ class FcmEmulator:
                                 [(v.field, v.description)]), {}, target, "INVALID_ARGUMENT",
                     raw)
         target = msg.get("token") or msg.get("topic") or msg.get("condition") or msg.get("fid")
-        if target in self._delays:
-            gevent.sleep(self._delays[target])  # a slow answer, as scripted
         script = self._next_failure(target)
         if script is not None:
             code, status, error_code, text = FAILURES[script.kind]

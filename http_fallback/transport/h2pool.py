@@ -329,7 +329,8 @@ class _Owner:
 
     def lost(self, conn: H2ClientConnection, req: H2Request, reason: str,
              description: str) -> None:
-        self.pool._finish(req, TransportFailure(FailureKind.UNKNOWN, reason, description))
+        self.pool._finish(req, TransportFailure(FailureKind.UNKNOWN, reason, description,
+                                                goaway=conn.goaway_last is not None))
 
     def limit_changed(self, conn: H2ClientConnection) -> None:
         events = self.pool.events

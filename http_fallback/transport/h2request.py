@@ -82,6 +82,7 @@ class TransportFailure:
     kind: FailureKind
     reason: str
     description: str
+    goaway: bool = False  # UNKNOWN on a connection the server had sent GOAWAY on
 
 
 @dataclass(frozen=True, slots=True)
