@@ -113,12 +113,12 @@ def run_sends(send: Any, messages: Iterable[Any], as_json: bool, max_outstanding
         emit_ready()
         while len(pending) >= max_outstanding:
             emit(pending.popleft())  # waits for the oldest: memory stays bounded
-            out.flush()
             emit_ready()
+            out.flush()  # the oldest's line too, even when nothing after it is ready yet
     while pending:
         emit(pending.popleft())
-        out.flush()
         emit_ready()
+        out.flush()
     if bar is not None:
         bar.render_finish()
     out.flush()
