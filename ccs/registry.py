@@ -16,7 +16,7 @@ import importlib
 import importlib.metadata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ccs.errors import ConfigError
 from ccs.provider import Provider
@@ -43,8 +43,18 @@ Factory = Callable[[Mapping[str, Any]], Provider]
 Adapter = Callable[[Mapping[str, Any]], Any]
 # `ccs send`: (target, console options) -> the stored-message JSON for one target.
 PayloadBuilder = Callable[[str | None, Any], dict[str, Any]]
-# `ccs emulate NAME`: port on 127.0.0.1 (0: any) -> a started emulator (see RunningEmulator).
-EmulatorFactory = Callable[[int], Any]
+
+
+class RunningEmulator(Protocol):
+    """A started emulator: `ccs emulate NAME` prints info() as JSON, stop()s on a signal."""
+
+    def info(self) -> dict[str, Any]: ...
+
+    def stop(self) -> None: ...
+
+
+# `ccs emulate NAME`: port on 127.0.0.1 (0: any) -> a started emulator.
+EmulatorFactory = Callable[[int], RunningEmulator]
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,6 @@ class ProviderSpec:
 BUILTIN_NAMES = ("ccs", "http", "legacy", "c2dm", "mpns", "apns", "apns-binary")
 
 _specs: dict[str, ProviderSpec] = {}
-_loaded_entry_points: set[str] = set()
 
 
 def register(spec: ProviderSpec) -> None:
@@ -123,15 +132,14 @@ def load_plugins(modules: list[str] | tuple[str, ...] = ()) -> None:
         except Exception as exc:
             raise ConfigError("gateway.plugins", f"cannot import {module!r}: {exc}") from None
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _specs:
+            continue  # loaded before, or a module named in CCS_PLUGINS declared it
         where = f"{ep.name} = {ep.value}"
-        if where in _loaded_entry_points:
-            continue
         try:
             _register_loaded(ep.name, ep.load())
         except Exception as exc:
             raise ConfigError("gateway.plugins", f"entry point {ENTRY_POINT_GROUP} "
                                                  f"{where!r}: {exc}") from None
-        _loaded_entry_points.add(where)
 
 
 def _register_loaded(name: str, obj: Any) -> None:
