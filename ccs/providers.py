@@ -83,6 +83,8 @@ def _builtin_factory(name: str) -> EnvFactory:
 def create(name: str, settings: Settings) -> Provider:
     """Build provider `name` from the settings; a bad setting surfaces as ConfigError."""
     declared = registry.spec(name)
+    if declared is not None and any(d.key not in settings for d in declared.settings):
+        settings = settings.replace()  # made before the plugin loaded: add its defaults
     try:
         provider = declared.factory(settings) if declared is not None \
             else _builtin_factory(name)(settings.environ())

@@ -367,9 +367,10 @@ class Settings(Mapping[str, Any]):
     def replace(self, **changes: Any) -> Settings:
         """A copy with some values changed; keys use '__' for '.' (admin__port=0)."""
         values = dict(self._values)
+        known = {s.key for s in declared()}  # a plugin loaded since may have added some
         for k, v in changes.items():
             key = k.replace("__", ".")
-            if key not in self._values:
+            if key not in known:
                 raise ConfigError(key, "unknown setting")
             values[key] = v
         return Settings(values, self._sources)

@@ -206,3 +206,23 @@ def test_ccs_emulate_runs_the_plugins_emulator(service: WebpushEmulator) -> None
         proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert service.received == []  # it went to the emulator `ccs emulate` ran
+
+
+def test_settings_made_before_the_plugin_loaded_get_its_defaults(
+        service: WebpushEmulator) -> None:
+    from ccs import providers
+
+    s = Settings.defaults().replace(gateway__plugins=[PLUGIN])  # no webpush.* keys yet
+    assert "webpush.url" not in s
+    providers.load_plugins(s["gateway.plugins"])
+    with pytest.raises(ConfigError) as exc:  # the declared default (unset) reaches it
+        providers.create("webpush", s)
+    assert "webpush.url" in str(exc.value)
+    sup = Supervisor(s.replace(webpush__url=service.url, gateway__providers=["webpush"],
+                               admin__enabled=False, outbox__path=":memory:")).start()
+    try:  # known now: its settings take values, the others their declared defaults
+        assert sup.providers["webpush"].timeout == 5.0  # type: ignore[attr-defined]
+        assert str(sup.result(sup.enqueue({"to": "s"}, via="webpush")).get(timeout=20).status) \
+            == "ok"
+    finally:
+        sup.stop(timeout=5)
