@@ -10,28 +10,41 @@ from typing import Any
 
 import click
 
+from ccs.errors import ConfigError
+
 
 class _WithPlugins(click.Group):
     """The shipped emulators, then those declared by plugin providers (CCS_PLUGINS, entry
     points): `ccs emulate NAME --port P` prints the emulator's info() as one JSON line."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [*super().list_commands(ctx),
-                *(n for n in _plugin_emulators() if n not in self.commands)]
+        return [*super().list_commands(ctx),  # --help: a bad setting hides plugins, no exit
+                *(n for n in _plugin_emulators(strict=False) if n not in self.commands)]
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         found = super().get_command(ctx, name)
         if found is not None:
             return found
-        make = _plugin_emulators().get(name)
+        make = _plugin_emulators(strict=True).get(name)
         return None if make is None else _plugin_command(name, make)
 
 
-def _plugin_emulators() -> dict[str, Any]:
+def _plugin_emulators(strict: bool) -> dict[str, Any]:
+    """Emulators plugins declare; loading the settings imports the plugins they name (a bad
+    setting exits 2 naming it when `strict`)."""
+    import os
+
     from ccs import registry
     from ccs.console.common import load_settings
+    from ccs.settings import Settings
 
-    load_settings(None)  # imports the plugins the file and the environment name
+    if strict:
+        load_settings(None)
+    else:
+        try:
+            Settings.load(None, os.environ)
+        except ConfigError:
+            pass
     return {s.name: s.emulator for s in registry.specs() if s.emulator is not None}
 
 
