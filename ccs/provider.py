@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 from ccs.outcome import Listeners, SendResult
 
@@ -38,3 +39,33 @@ class Provider(ABC):
     @abstractmethod
     def stats(self) -> dict[str, Any]:
         """Counters and state, for `stats()`, the admin API and metrics."""
+
+
+# What some providers can do beyond the interface: the gateway asks with isinstance(), and a
+# plugin's provider gains a capability by having the method (no base class to inherit).
+@runtime_checkable
+class TakesUpstream(Protocol):
+    """Delivers upstream (device to server) messages to one callback, stored before acked."""
+
+    def on_upstream(self, fn: Callable[[Any], Any]) -> None: ...
+
+
+@runtime_checkable
+class TakesReceipts(Protocol):
+    """Delivers delivery receipts to one callback, stored before acked."""
+
+    def on_receipt(self, fn: Callable[[Any], Any]) -> None: ...
+
+
+@runtime_checkable
+class Drains(Protocol):
+    """Can move its messages off a connection the service is closing (CCS draining)."""
+
+    def drain(self, session_id: int | None = None) -> int: ...
+
+
+@runtime_checkable
+class WaitsReady(Protocol):
+    """Can say when its first connection is usable."""
+
+    def wait_ready(self, timeout: float | None = None) -> bool: ...

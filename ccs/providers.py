@@ -1,10 +1,11 @@
-"""Find providers by name: the supervisor builds the ones the settings name, nothing more.
+"""Build providers by name: the supervisor builds the ones the settings name, nothing more.
 
-A provider plugs in by `register(name, factory, adapt)` (from a module listed in CCS_PLUGINS),
-by a `create_provider(environ)` function in the module listed for its name in BUILTIN, or by
-the built-in recipe there: `Client(Config.from_env(environ))`. The factory receives the
-settings rendered as CCS_* variables (file and environment merged). `adapt` turns a stored
-message (a JSON object) into what the provider's send() takes.
+A provider plugs in by declaring a `ccs.registry.ProviderSpec` (from a module listed in
+CCS_PLUGINS, or an entry point in the `ccs_gateway.providers` group). The built-in ones are
+named in BUILTIN: a `create_provider(environ)` function in the module listed for the name, or
+the recipe `Client(Config.from_env(environ))`. `register(name, factory, adapt)` is the older
+spelling of a declaration without settings (the factory receives the settings as CCS_*
+variables). An adapter turns a stored message (a JSON object) into what send() takes.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ccs import registry
 from ccs.provider import Provider
+from ccs.registry import Adapter, ProviderSpec
 from ccs.settings import ConfigError, Settings
 
-Factory = Callable[[Mapping[str, str]], Provider]
-Adapter = Callable[[Mapping[str, Any]], Any]
+EnvFactory = Callable[[Mapping[str, str]], Provider]
 
 # name -> (module, client class, config class)
 BUILTIN = {
@@ -42,37 +44,29 @@ MODELS: dict[str, tuple[str, str, dict[str, str | None]]] = {
                     {"to": "device", "message_id": None}),
 }
 
-_factories: dict[str, Factory] = {}
 _adapters: dict[str, Adapter] = {}
 
 
-def register(name: str, factory: Factory, adapt: Adapter | None = None) -> None:
-    """Make provider `name` available to the supervisor (replaces an earlier registration)."""
-    _factories[name] = factory
-    if adapt is not None:
-        _adapters[name] = adapt
+def register(name: str, factory: EnvFactory, adapt: Adapter | None = None) -> None:
+    """Declare provider `name` built by `factory(environ)` (replaces an earlier one)."""
+    registry.register(ProviderSpec(name, lambda settings: factory(settings.environ()),
+                                   adapt=adapt))
 
 
 def unregister(name: str) -> None:
-    _factories.pop(name, None)
-    _adapters.pop(name, None)
+    registry.unregister(name)
 
 
 def load_plugins(modules: list[str]) -> None:
-    """Import each plugin module (which registers its providers); ConfigError if one fails."""
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:
-            raise ConfigError("gateway.plugins", f"cannot import {module!r}: {exc}") from None
+    """Import each plugin module and the installed entry points; ConfigError if one fails."""
+    registry.load_plugins(modules)
 
 
-def factory_for(name: str) -> Factory:
-    """The factory for `name`; ConfigError naming gateway.providers when there is none."""
-    if name in _factories:
-        return _factories[name]
+def _builtin_factory(name: str) -> EnvFactory:
+    """The factory for built-in provider `name`; ConfigError naming gateway.providers."""
     if name not in BUILTIN:
-        raise ConfigError("gateway.providers", f"unknown provider {name!r}")
+        raise ConfigError("gateway.providers", f"unknown provider {name!r} (known: "
+                                               f"{', '.join(registry.known())})")
     module, client_name, config_name = BUILTIN[name]
     try:
         mod = importlib.import_module(module)
@@ -88,8 +82,12 @@ def factory_for(name: str) -> Factory:
 
 def create(name: str, settings: Settings) -> Provider:
     """Build provider `name` from the settings; a bad setting surfaces as ConfigError."""
+    declared = registry.spec(name)
+    if declared is not None and any(d.key not in settings for d in declared.settings):
+        settings = settings.replace()  # made before the plugin loaded: add its defaults
     try:
-        provider = factory_for(name)(settings.environ())
+        provider = declared.factory(settings) if declared is not None \
+            else _builtin_factory(name)(settings.environ())
     except ConfigError:
         raise
     except (ValueError, KeyError, TypeError, OSError) as exc:
@@ -131,6 +129,9 @@ def _apns_binary_adapter(payload: Mapping[str, Any]) -> Any:
 
 def adapter_for(name: str) -> Adapter | None:
     """How to turn a stored message into provider `name`'s message; None: pass the dict."""
+    declared = registry.spec(name)
+    if declared is not None and (declared.adapt is not None or name not in BUILTIN):
+        return declared.adapt
     if name in _adapters:
         return _adapters[name]
     if name == "apns-binary":
@@ -190,8 +191,14 @@ def to_provider(name: str, payload: Mapping[str, Any]) -> Any:
 def check_provider(name: str, message: Any, provider: Provider | None = None) -> None:
     """Refuse at once (ValueError naming the field) what built-in provider `name` is sure to
     refuse later: for APNs, everything its request check covers except a missing topic, which
-    the provider's configured default may supply. A plugin's provider checks its own."""
-    if name != "apns" or (provider is None and name in _factories):
+    the provider's configured default may supply. A plugin's provider checks with its
+    declaration's `check`."""
+    declared = registry.spec(name)
+    if declared is not None:
+        if declared.check is not None:
+            declared.check(message)
+        return
+    if name != "apns":
         return
     if provider is not None and not type(provider).__module__.startswith("http_fallback.apns"):
         return

@@ -10,11 +10,12 @@ import os
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ccs import registry
 from ccs.errors import ConfigError  # one ConfigError for the whole package
+from ccs.registry import Setting
 
 DEFAULT_CONFIG = "ccs.toml"
 _TRUE = {"1", "true", "yes", "on"}
@@ -32,25 +33,12 @@ def mask_urls(text: str) -> str:
     return _URL_AUTH.sub(lambda m: f"{m[1]}{m[2]}:***@" if m[3] else f"{m[1]}***@", text)
 
 
-@dataclass(frozen=True, slots=True)
-class Setting:
-    key: str  # dotted TOML key: section.name
-    env: str  # CCS_* environment variable
-    type: str  # str, int, float, bool, path, list
-    default: Any
-    meaning: str
-    secret: bool = False
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
-    maximum: float | None = None
-
-
 def _s(key: str, env: str, type_: str, default: Any, meaning: str, **kw: Any) -> Setting:
     return Setting(key, env, type_, default, meaning, **kw)
 
 
 PORT = {"minimum": 0, "maximum": 65535}
-PROVIDER_NAMES = ("ccs", "http", "legacy", "c2dm", "mpns", "apns", "apns-binary")
+PROVIDER_NAMES = registry.BUILTIN_NAMES
 
 REGISTRY: tuple[Setting, ...] = (
     # the gateway itself
@@ -230,6 +218,21 @@ BY_KEY = {s.key: s for s in REGISTRY}
 BY_ENV = {s.env: s for s in REGISTRY}
 
 
+def declared() -> tuple[Setting, ...]:
+    """The gateway's settings, then those of every registered plugin provider; ConfigError
+    naming a plugin's setting that takes a key or variable the gateway owns."""
+    extra = registry.declared_settings()
+    for s in extra:
+        for name in (s.key, s.env):
+            if name in BY_KEY or name in BY_ENV:
+                raise ConfigError(name, "a plugin declares a setting the gateway owns")
+    return REGISTRY + extra
+
+
+def _by(attr: str) -> dict[str, Setting]:
+    return {getattr(s, attr): s for s in declared()}
+
+
 def _parse_env(s: Setting, raw: str) -> Any:
     """Turn a variable's text into the setting's type."""
     text = raw.strip()
@@ -284,10 +287,26 @@ def _check_range(s: Setting, value: Any, name: str) -> None:
     if s.maximum is not None and value > s.maximum:
         raise ConfigError(name, f"must be at most {s.maximum:g}, got {value!r}")
     if s.key == "gateway.providers":
+        known = registry.known()
         for p in value:
-            if p not in PROVIDER_NAMES:
-                raise ConfigError(name, f"unknown provider {p!r} (known: "
-                                        f"{', '.join(PROVIDER_NAMES)})")
+            if p not in known:
+                raise ConfigError(name, f"unknown provider {p!r} (known: {', '.join(known)}; "
+                                        "a plugin's provider needs its module in CCS_PLUGINS "
+                                        "or an installed entry point)")
+
+
+def _load_plugins(doc: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """Import the plugins the file or the environment names (the environment wins), and the
+    installed entry points, before anything else is checked."""
+    s = BY_KEY["gateway.plugins"]
+    modules = s.default
+    file_value = doc.get("gateway", {}).get("plugins") if isinstance(doc.get("gateway"),
+                                                                       dict) else None
+    if file_value is not None:
+        modules = _check_file_value(s, file_value)
+    if s.env in environ:
+        modules = _parse_env(s, environ[s.env]) or []
+    registry.load_plugins(modules)
 
 
 def _flatten(doc: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -303,7 +322,8 @@ class Settings(Mapping[str, Any]):
     """Resolved settings: a read-only mapping from TOML key to value."""
 
     def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str] | None = None):
-        self._values = {s.key: values.get(s.key, s.default) for s in REGISTRY}
+        self._declared = declared()
+        self._values = {s.key: values.get(s.key, s.default) for s in self._declared}
         self._sources = dict(sources or {})
 
     @classmethod
@@ -316,20 +336,23 @@ class Settings(Mapping[str, Any]):
         path = Path(config) if config is not None else Path(DEFAULT_CONFIG)
         if config is not None and not path.is_file():
             raise ConfigError("--config", f"no such file: {path}")
+        doc: dict[str, Any] = {}
         if path.is_file():
             try:
                 doc = tomllib.loads(path.read_text(encoding="utf-8"))
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise ConfigError(str(path), f"not valid TOML: {exc}") from None
-            for key, value in _flatten(doc):
-                s = BY_KEY.get(key)
-                if s is None:
-                    raise ConfigError(key, f"unknown setting in {path}")
-                values[key] = _check_file_value(s, value)
-                _check_range(s, values[key], key)
-                sources[key] = str(path)
+        _load_plugins(doc, environ)  # first: their providers and settings become known
+        by_key, by_env = _by("key"), _by("env")
+        for key, value in _flatten(doc):
+            s = by_key.get(key)
+            if s is None:
+                raise ConfigError(key, f"unknown setting in {path}")
+            values[key] = _check_file_value(s, value)
+            _check_range(s, values[key], key)
+            sources[key] = str(path)
         for name, raw in environ.items():
-            s = BY_ENV.get(name)
+            s = by_env.get(name)
             if s is None:
                 continue  # other CCS_* variables belong to other tools; only the file is strict
             values[s.key] = _parse_env(s, raw)
@@ -344,9 +367,10 @@ class Settings(Mapping[str, Any]):
     def replace(self, **changes: Any) -> Settings:
         """A copy with some values changed; keys use '__' for '.' (admin__port=0)."""
         values = dict(self._values)
+        known = {s.key for s in declared()}  # a plugin loaded since may have added some
         for k, v in changes.items():
             key = k.replace("__", ".")
-            if key not in BY_KEY:
+            if key not in known:
                 raise ConfigError(key, "unknown setting")
             values[key] = v
         return Settings(values, self._sources)
@@ -366,7 +390,7 @@ class Settings(Mapping[str, Any]):
     def environ(self) -> dict[str, str]:
         """The settings as CCS_* variables (set ones only), to feed providers' from_env."""
         out: dict[str, str] = {}
-        for s in REGISTRY:
+        for s in self._declared:
             v = self._values[s.key]
             if v is None:
                 continue
@@ -382,7 +406,8 @@ class Settings(Mapping[str, Any]):
 
     def redacted(self) -> dict[str, Any]:
         """Every value, secrets replaced by '***' when set: safe to print or log."""
-        out = {k: ("***" if BY_KEY[k].secret and v is not None else v)
+        secret = {s.key for s in self._declared if s.secret}
+        out = {k: ("***" if k in secret and v is not None else v)
                for k, v in self._values.items()}
         from ccs.outbox import shown  # a redis:// outbox URL may carry a password
 

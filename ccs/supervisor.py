@@ -32,7 +32,7 @@ from ccs.outbox import Store, is_redis, open_store
 from ccs.outbox.base import StoreUnavailable
 from ccs.outbox.sqlite import OutboxLock
 from ccs.outcome import Listeners, SendResult
-from ccs.provider import Provider
+from ccs.provider import Drains, Provider, TakesReceipts, TakesUpstream
 from ccs.router import Router
 from ccs.settings import ConfigError, Settings
 from ccs.stats import GatewayStats, percentiles
@@ -154,9 +154,9 @@ class Supervisor:
         self.feedback.listeners.add(self.token_events.emit)
         for name, provider in built.items():
             provider.token_events.add(self.feedback.observe)
-            if hasattr(provider, "on_upstream"):
+            if isinstance(provider, TakesUpstream):
                 provider.on_upstream(self.inbound.store_upstream)
-            if hasattr(provider, "on_receipt"):
+            if isinstance(provider, TakesReceipts):
                 provider.on_receipt(self.inbound.store_receipt)
             provider.start()
             self.providers[name] = provider
@@ -282,7 +282,7 @@ class Supervisor:
     def drain(self, session_id: str | None = None) -> dict[str, Any]:
         """Ask the CCS client to drain a session (all when None), as on CONNECTION_DRAINING."""
         ccs = self.providers.get("ccs")
-        if ccs is None or not hasattr(ccs, "drain"):
+        if not isinstance(ccs, Drains):
             raise LookupError("no CCS provider is running")
         sid: Any = int(session_id) if isinstance(session_id, str) and session_id.isdigit() \
             else session_id

@@ -6,11 +6,72 @@ import json
 import signal
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 
+from ccs.errors import ConfigError
 
-@click.group()
+
+class _WithPlugins(click.Group):
+    """The shipped emulators, then those declared by plugin providers (CCS_PLUGINS, entry
+    points): `ccs emulate NAME --port P` prints the emulator's info() as one JSON line."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx),  # --help: a bad setting hides plugins, no exit
+                *(n for n in _plugin_emulators(strict=False) if n not in self.commands)]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        found = super().get_command(ctx, name)
+        if found is not None:
+            return found
+        make = _plugin_emulators(strict=True).get(name)
+        return None if make is None else _plugin_command(name, make)
+
+
+def _plugin_emulators(strict: bool) -> dict[str, Any]:
+    """Emulators plugins declare; loading the settings imports the plugins they name (a bad
+    setting exits 2 naming it when `strict`)."""
+    import os
+
+    from ccs import registry
+    from ccs.console.common import load_settings
+    from ccs.settings import Settings
+
+    if strict:
+        load_settings(None)
+    else:
+        try:
+            Settings.load(None, os.environ)
+        except ConfigError:
+            pass
+    return {s.name: s.emulator for s in registry.specs() if s.emulator is not None}
+
+
+def _plugin_command(name: str, make: Any) -> click.Command:
+    @click.command(name, help=f"The emulator of plugin provider {name} (prints one JSON line, "
+                              "then serves until SIGTERM or SIGINT).")
+    @click.option("--port", default=0, show_default=True, help="TCP port on 127.0.0.1 (0: any).")
+    def run(port: int) -> None:
+        emulator = make(port)
+        click.echo(json.dumps({"emulator": name, **emulator.info()}))
+        _serve_until_signalled()
+        emulator.stop()
+
+    return run
+
+
+def _serve_until_signalled() -> None:
+    import gevent
+    import gevent.event
+
+    stop = gevent.event.Event()
+    gevent.signal_handler(signal.SIGTERM, stop.set)
+    gevent.signal_handler(signal.SIGINT, stop.set)
+    stop.wait()
+
+
+@click.group(cls=_WithPlugins)
 def emulate() -> None:
     """Run a protocol-faithful emulator on loopback (prints its address and CA file)."""
 

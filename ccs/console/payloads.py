@@ -7,11 +7,12 @@ message sent from the console and one queued in the gateway are built the same w
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from ccs import registry
 from ccs.message import build_message
 from ccs.router import ccs_to_fcm_v1
 
@@ -150,8 +151,27 @@ BUILDERS: dict[str, Callable[[str | None, Options], dict[str, Any]]] = {
 }
 
 
-def endpoints(via: str, env: dict[str, str], first_target: str | None) -> list[tuple[str, int]]:
+def builder_for(via: str) -> Callable[[str | None, Options], dict[str, Any]] | None:
+    """How `ccs send` builds provider `via`'s stored message: a built-in builder, or the one a
+    plugin's declaration gives; None when there is neither."""
+    declared = registry.spec(via)
+    if declared is not None and declared.payload is not None:
+        return declared.payload
+    return BUILDERS.get(via)
+
+
+def sendable() -> list[str]:
+    """Every provider `ccs send --via` takes now (plugins loaded with the settings)."""
+    return [*VIAS, *(s.name for s in registry.specs()
+                     if s.payload is not None and s.name not in VIAS)]
+
+
+def endpoints(via: str, env: dict[str, str], first_target: str | None,
+              settings: Mapping[str, Any] | None = None) -> list[tuple[str, int]]:
     """Where provider `via` connects, to tell "could not reach the service" (exit 3) apart."""
+    declared = registry.spec(via)
+    if declared is not None and declared.endpoints is not None:
+        return declared.endpoints(settings or {}, first_target)
 
     def of(url: str) -> tuple[str, int]:
         parts = urlsplit(url)

@@ -20,7 +20,16 @@ import gevent
 from gevent import socket
 
 from ccs.console.common import config_option, load_settings
-from ccs.console.payloads import BUILDERS, FCM_VIAS, VIAS, OptionError, Options, endpoints
+from ccs.console.payloads import (
+    BUILDERS,
+    FCM_VIAS,
+    VIAS,
+    OptionError,
+    Options,
+    builder_for,
+    endpoints,
+    sendable,
+)
 from ccs.errors import ConfigError
 from ccs.outcome import Outcome, SendResult, Status
 
@@ -167,9 +176,10 @@ def _pick_via(via: str | None, kinds: dict[str, bool]) -> str:
 @click.option("--tokens-file", type=click.File("r"), help="One token per line; - for stdin.")
 @click.option("--topic", help="Send to a topic (ccs, http, legacy).")
 @click.option("--condition", help="A topic condition, e.g. \"'a' in topics && 'b' in topics\".")
-@click.option("--via", type=click.Choice(VIAS), default=None,
+@click.option("--via", default=None, metavar="|".join(VIAS) + "|PLUGIN",
               help="Provider (default ccs, falling back to http when no CCS session can be had "
-                   "and FCM HTTP v1 is configured).")
+                   "and FCM HTTP v1 is configured), or one a plugin in CCS_PLUGINS declares "
+                   "with a payload builder.")
 @click.option("--mpns-uri", "mpns_uris", multiple=True, help="An MPNS channel URI (repeatable).")
 @click.option("--mpns-uris-file", type=click.File("r"), help="One channel URI per line.")
 @click.option("--c2dm-registration-id", "c2dm_ids", multiple=True,
@@ -246,7 +256,10 @@ def send(tokens: tuple[str, ...], extra_tokens: tuple[str, ...], tokens_file: Te
     if first is None and not condition:
         raise click.UsageError("no target: give TOKENS, --token, --tokens-file, --topic, "
                                "--condition, --mpns-uri, --apns-token or --c2dm-registration-id")
-    settings = load_settings(config)
+    settings = load_settings(config)  # loads the plugins: their providers become known
+    if builder_for(chosen) is None:
+        raise click.BadParameter(f"unknown provider {chosen!r} (known: "
+                                 f"{', '.join(sendable())})", param_hint="--via")
     env = settings.environ()
     apns_topic = None
     if topic_suffix:
@@ -291,7 +304,7 @@ def _check_first(via: str, first: str | None, opts: Options) -> None:
     from ccs.providers import adapter_for
 
     try:
-        payload = BUILDERS[via](first, opts)
+        payload = _build(via)(first, opts)
         adapt = adapter_for(via)
         if adapt is not None:
             adapt(payload)
@@ -299,6 +312,12 @@ def _check_first(via: str, first: str | None, opts: Options) -> None:
         raise click.BadParameter(str(exc), param_hint=exc.option) from None
     except (ValueError, TypeError) as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _build(via: str) -> Any:
+    build = builder_for(via)
+    assert build is not None  # checked when the settings were loaded
+    return build
 
 
 def _start_provider(via: str, explicit: bool, settings: Any, env: dict[str, str],
@@ -325,7 +344,7 @@ def _start_provider(via: str, explicit: bool, settings: Any, env: dict[str, str]
             return _start_provider("http", True, settings, env, first, opts, timeout)
         _fail(EXIT_UNREACHABLE, f"could not reach CCS at {env.get('CCS_HOST')}:"
                                 f"{env.get('CCS_PORT')}")
-    down = _reachable(endpoints(via, env, first), timeout)
+    down = _reachable(endpoints(via, env, first, settings), timeout)
     if down is not None:
         _fail(EXIT_UNREACHABLE, f"could not reach {via} at {down}")
     from ccs.console import preflight
@@ -348,7 +367,7 @@ def _fail(code: int, text: str) -> Any:
 def _messages(via: str, targets: Iterable[str | None], opts: Options) -> Iterator[Any]:
     from ccs.providers import adapter_for
 
-    build, adapt = BUILDERS[via], adapter_for(via)
+    build, adapt = _build(via), adapter_for(via)
     for target in targets:
         try:
             payload = build(target, opts)

@@ -1,0 +1,155 @@
+"""Provider declarations: what the gateway and the console know of a provider that plugs in.
+
+A provider package declares one `ProviderSpec` (name, its settings, factory, message adapter,
+optional `ccs send` payload builder and emulator) and either registers it when imported (a
+module named in CCS_PLUGINS calls `register`) or names it as an entry point in the
+`ccs_gateway.providers` group. Plugins are loaded before the settings are checked, so a
+registered name is a valid CCS_PROVIDERS entry and its settings are known to the file, the
+environment and `ccs settings`.
+
+This module sits at the bottom: it imports nothing of the gateway, only the seam.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ccs.errors import ConfigError
+from ccs.provider import Provider
+
+ENTRY_POINT_GROUP = "ccs_gateway.providers"
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    key: str  # dotted TOML key: section.name
+    env: str  # CCS_* environment variable
+    type: str  # str, int, float, bool, path, list
+    default: Any
+    meaning: str
+    secret: bool = False
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+# The typed settings (a read-only mapping from TOML key to value) -> a provider, not started.
+Factory = Callable[[Mapping[str, Any]], Provider]
+# A stored message (JSON object) -> what the provider's send() takes; ValueError names a field.
+Adapter = Callable[[Mapping[str, Any]], Any]
+# `ccs send`: (target, console options) -> the stored-message JSON for one target.
+PayloadBuilder = Callable[[str | None, Any], dict[str, Any]]
+
+
+class RunningEmulator(Protocol):
+    """A started emulator: `ccs emulate NAME` prints info() as JSON, stop()s on a signal."""
+
+    def info(self) -> dict[str, Any]: ...
+
+    def stop(self) -> None: ...
+
+
+# `ccs emulate NAME`: port on 127.0.0.1 (0: any) -> a started emulator.
+EmulatorFactory = Callable[[int], RunningEmulator]
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """Everything the gateway and console need of provider `name`.
+
+    `adapt` runs at enqueue (a ValueError is refused at once, naming the field) and again at
+    send; `check`, when given, refuses more of the adapted message at enqueue.
+    `endpoints(settings, first_target)` lists (host, port) pairs `ccs send` tries before
+    sending (exit 3 when one does not answer)."""
+
+    name: str
+    factory: Factory
+    settings: tuple[Setting, ...] = ()
+    adapt: Adapter | None = None
+    check: Callable[[Any], None] | None = None
+    payload: PayloadBuilder | None = None
+    endpoints: Callable[[Mapping[str, Any], str | None], list[tuple[str, int]]] | None = None
+    emulator: EmulatorFactory | None = None
+    summary: str = field(default="", compare=False)
+
+
+# Names the gateway ships (built in ccs.providers from their own packages).
+BUILTIN_NAMES = ("ccs", "http", "legacy", "c2dm", "mpns", "apns", "apns-binary")
+
+_specs: dict[str, ProviderSpec] = {}
+
+
+def register(spec: ProviderSpec) -> None:
+    """Declare provider `spec.name` (replaces an earlier declaration of that name).
+
+    ValueError when one of its settings takes a key or variable another plugin's declaration
+    owns (a clash with the gateway's own settings is refused when the settings load)."""
+    owners: dict[str, str] = {}
+    for other in _specs.values():
+        if other.name != spec.name:
+            owners |= {s.key: other.name for s in other.settings}
+            owners |= {s.env: other.name for s in other.settings}
+    for s in spec.settings:
+        for name in (s.key, s.env):
+            if name in owners:
+                raise ValueError(f"provider {spec.name!r}: setting {name} is already "
+                                 f"declared by provider {owners[name]!r}")
+    _specs[spec.name] = spec
+
+
+def unregister(name: str) -> None:
+    _specs.pop(name, None)
+
+
+def spec(name: str) -> ProviderSpec | None:
+    return _specs.get(name)
+
+
+def specs() -> list[ProviderSpec]:
+    return list(_specs.values())
+
+
+def known() -> list[str]:
+    """Every provider name CCS_PROVIDERS may list now: the built-in ones, then plugins'."""
+    return [*BUILTIN_NAMES, *(n for n in _specs if n not in BUILTIN_NAMES)]
+
+
+def declared_settings() -> tuple[Setting, ...]:
+    """The settings plugins declared, in registration order."""
+    return tuple(s for sp in _specs.values() for s in sp.settings)
+
+
+def load_plugins(modules: list[str] | tuple[str, ...] = ()) -> None:
+    """Import each module named (it registers its providers), then every installed entry point
+    of the `ccs_gateway.providers` group; ConfigError naming gateway.plugins if one fails."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise ConfigError("gateway.plugins", f"cannot import {module!r}: {exc}") from None
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _specs:
+            continue  # loaded before, or a module named in CCS_PLUGINS declared it
+        where = f"{ep.name} = {ep.value}"
+        try:
+            _register_loaded(ep.name, ep.load())
+        except Exception as exc:
+            raise ConfigError("gateway.plugins", f"entry point {ENTRY_POINT_GROUP} "
+                                                 f"{where!r}: {exc}") from None
+
+
+def _register_loaded(name: str, obj: Any) -> None:
+    """An entry point names a ProviderSpec, a function returning one, or a module that
+    registers its providers when imported."""
+    if callable(obj) and not isinstance(obj, ProviderSpec | type):
+        obj = obj()
+    if isinstance(obj, ProviderSpec):
+        if obj.name != name:
+            raise ValueError(f"declares provider {obj.name!r}, not {name!r}")
+        register(obj)
+    elif name not in _specs:
+        raise ValueError(f"registers no provider {name!r}")
