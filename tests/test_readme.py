@@ -25,6 +25,12 @@ def test_readme_starts_with_demo_and_test():
     assert "scripts/demo" in "\n".join(head) and "scripts/test" in "\n".join(head)
 
 
+def test_readme_is_short_and_leads_into_the_docs():
+    text = (ROOT / "README.rst").read_text()
+    assert len(text.splitlines()) < 200
+    assert "docs/" in text and ".. settings-table-start" not in text
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
 def test_docs_page_is_in_the_toctree(page):
     """Sphinx warns about orphans too; this names the page without a build."""
