@@ -1,7 +1,7 @@
 """Downstream CCS message model and validation (pure; messages are plain dicts).
 
 A message is the JSON object carried inside CCS's ``<gcm>`` element. ``validate_downstream``
-checks it against GCM's server reference (table 1), PROTOCOLS.md section 1 and FCM's send guide,
+checks it against GCM's server reference (table 1) and FCM's send guide (docs/providers/ccs.rst),
 and raises InvalidMessage naming the offending field. It is on the hot path: a typical message
 (token, id, three data pairs, title and body) validates in about 3.2 us on the reference machine
 (Python 3.11; scripts/bench_message.py measures it).

@@ -1,7 +1,7 @@
 """Nack classification and retry/backoff decisions for CCS (pure: the clock and randomness are
 passed in).
 
-The rules follow PROTOCOLS.md section 1 and the GCM server reference, table 11.
+The rules follow the GCM server reference, table 11 (docs/providers/ccs.rst).
 """
 
 from __future__ import annotations

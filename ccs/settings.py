@@ -436,7 +436,7 @@ def _default_text(s: Setting) -> str:
 
 
 def rst_table() -> str:
-    """The README's settings table, generated from the registry."""
+    """The settings table of docs/settings.rst, generated from the registry."""
     rows = [(s.env, s.key, _default_text(s), s.meaning + (" (secret)" if s.secret else ""))
             for s in REGISTRY]
     head = ("Variable", "Config key", "Default", "Meaning")

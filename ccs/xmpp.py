@@ -9,7 +9,7 @@ stream itself with slixmpp's stanzas (SASL, bind, session, ping) over ElementTre
 scripts/bench_ccs.py measures the result against slixmpp's own client in the same run: 30.6 us
 per send+ack for this client, 60.9 us for slixmpp on asyncio (2026-11-25, 20,000 messages).
 
-Handshake (PROTOCOLS.md section 1): stream header, SASL PLAIN with authcid
+Handshake (docs/providers/ccs.rst): stream header, SASL PLAIN with authcid
 `<sender_id>@<domain>`, stream restart, bind (resource kept), session iq. No STARTTLS: TLS is
 the socket's job, on connect.
 """

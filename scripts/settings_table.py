@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Print the README's settings table from the registry; --write puts it into README.rst
+"""Print the settings table from the registry; --write puts it into docs/settings.rst
 between the `.. settings-table-start` and `.. settings-table-end` comments."""
 
 import sys
@@ -11,13 +11,13 @@ sys.path.insert(0, str(ROOT))
 from ccs.settings import rst_table  # noqa: E402
 
 START, END = ".. settings-table-start\n", ".. settings-table-end\n"
+PAGE = ROOT / "docs" / "settings.rst"
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--write"]:
-        readme = ROOT / "README.rst"
-        text = readme.read_text()
+        text = PAGE.read_text()
         head, _, rest = text.partition(START)
         _, _, tail = rest.partition(END)
-        readme.write_text(f"{head}{START}\n{rst_table()}\n{END}{tail}")
+        PAGE.write_text(f"{head}{START}\n{rst_table()}\n{END}{tail}")
     else:
         sys.stdout.write(rst_table())

@@ -1,7 +1,7 @@
 """A scripted hostile CCS server for tests: real TLS, a real XMPP login, then an attack.
 
-Written from RFC 6120 and PROTOCOLS.md, not from the emulator: a byte-level script, so it can
-send what no well-behaved server (and no XML library) would.
+Written from RFC 6120 and docs/providers/ccs.rst, not from the emulator: a byte-level
+script, so it can send what no well-behaved server (and no XML library) would.
 """
 
 from __future__ import annotations

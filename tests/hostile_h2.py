@@ -1,10 +1,10 @@
 """A hostile APNs-like HTTP/2 server for tests: TLS, ALPN h2, h2 on gevent, loopback.
 
-Written from RFC 9113 and PROTOCOLS.md, not from the emulator, and unkind where both allow:
-SETTINGS_MAX_CONCURRENT_STREAMS lowered to 1 after every rejected push (raised again after an
-accepted one), GOAWAY (NO_ERROR) after N answers while hundreds of streams are open, tiny
-receive windows, answer latency, a share of tokens answered 410/400/429/500/503. It counts
-what a client must never do: open a stream above the limit it acknowledged, send a
+Written from RFC 9113 and docs/providers/apns.rst, not from the emulator, and unkind where
+both allow: SETTINGS_MAX_CONCURRENT_STREAMS lowered to 1 after every rejected push (raised
+again after an accepted one), GOAWAY (NO_ERROR) after N answers while hundreds of streams
+are open, tiny receive windows, answer latency, a share of tokens answered 410/400/429/500/503.
+It counts what a client must never do: open a stream above the limit it acknowledged, send a
 notification again after its final answer, overrun a flow-control window.
 """
 

@@ -204,7 +204,7 @@ def test_records_stored_before_a_crash_reach_handlers_registered_before_start(
     sup = Supervisor(Settings.defaults().replace(admin__enabled=False),
                      store=SqliteStore(path), providers={"ccs": LocalProvider("ccs")})
     got: list[Any] = []
-    sup.upstream.add(got.append)  # before start(), as the README says
+    sup.upstream.add(got.append)  # before start(), as docs/gateway.rst says
     sup.start()
     try:
         wait_until(lambda: got, what="the stored record handed over")

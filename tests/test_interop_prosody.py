@@ -1,6 +1,6 @@
 """Our CCS client's XMPP layer against Prosody, an XMPP server we did not write, over real TLS.
 
-The CCS emulator and the client were both written from PROTOCOLS.md, so a misreading they
+The CCS emulator and the client were both written from the same notes, so a misreading they
 share would pass every emulator test; here Prosody judges the stream header, SASL PLAIN, the
 stream restart, bind, session and XEP-0199 pings, and slixmpp (a second independent client)
 receives the gcm stanzas. Where Prosody is not CCS the test says so:

@@ -1,6 +1,6 @@
 """`ccs send` never waits without a bound: a CCS that logs in and never answers, and an FCM
 token endpoint that takes the connection and says nothing, each end the command in time with
-the exit status the README gives."""
+the exit status docs/console.rst gives."""
 
 from __future__ import annotations
 

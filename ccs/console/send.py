@@ -232,7 +232,7 @@ def send(tokens: tuple[str, ...], extra_tokens: tuple[str, ...], tokens_file: Te
     """Send a message to each target through one provider; print one line per message.
 
     Configured by --config (TOML) and the CCS_* environment: see the settings table in
-    README.rst.
+    docs/settings.rst.
     """
     kinds = {"tokens": bool(tokens or extra_tokens or tokens_file),
              "mpns": bool(mpns_uris or mpns_uris_file),

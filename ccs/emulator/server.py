@@ -56,7 +56,7 @@ class Outstanding:
 
 
 class CcsEmulator:
-    """Protocol-faithful CCS on a loopback TLS socket; see README "The CCS emulator"."""
+    """Protocol-faithful CCS on a loopback TLS socket; see docs/providers/ccs.rst."""
 
     def __init__(self, sender_id: str = "1234567890", server_key: str = "emulator-server-key",
                  pki: TestPKI | None = None, host: str = "127.0.0.1", port: int = 0,

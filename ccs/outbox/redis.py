@@ -12,7 +12,7 @@ events are appended to the shard's public streams {P:N}:s:<kind> that apps, `ccs
 result() read. Keys outside the shards ({P}:gw:*, {P}:gws, {P}:shards, leases) share the tag
 "{P}". The shard count is fixed when the outbox is first used (kept in {P}:shards).
 
-Many processes, so two Store semantics change (documented in README "Many gateways"):
+Many processes, so two Store semantics change (documented in docs/gateway.rst):
 - recover() at open re-queues only what consumers WITHOUT a live heartbeat held; a live
   gateway's in-flight messages are its own.
 - a gateway that dies without a clean stop leaves its entries pending; any other gateway's

@@ -1,1 +1,1 @@
-"""A chat-style Flask app embedding the gateway; see README "Embedding in a gevent server"."""
+"""A chat-style Flask app embedding the gateway; see docs/gateway.rst."""
