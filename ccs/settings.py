@@ -43,10 +43,11 @@ PROVIDER_NAMES = registry.BUILTIN_NAMES
 REGISTRY: tuple[Setting, ...] = (
     # the gateway itself
     _s("gateway.providers", "CCS_PROVIDERS", "list", ["ccs"],
-       "providers to start, comma-separated: ccs, http, legacy, c2dm, mpns, apns, apns-binary"),
+       "providers to start, comma-separated: ccs, http, legacy, c2dm, mpns, apns, apns-binary, "
+       "or one a plugin declares"),
     _s("gateway.plugins", "CCS_PLUGINS", "list", [],
-       "Python modules to import before providers are built (they may call "
-       "ccs.providers.register)"),
+       "Python modules to import before settings are checked (they register a "
+       "ccs.registry.ProviderSpec; entry points in ccs_gateway.providers load too)"),
     _s("gateway.fcm_fallback", "CCS_FALLBACK_PROVIDER", "str", "http",
        "provider for FCM targets when no CCS session is healthy (empty: wait for CCS)"),
     _s("gateway.ccs_startup_grace", "CCS_STARTUP_GRACE", "float", 10.0,
