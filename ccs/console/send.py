@@ -31,6 +31,7 @@ from ccs.console.payloads import (
     sendable,
 )
 from ccs.errors import ConfigError
+from ccs.limits import MAX_TTL
 from ccs.outcome import Outcome, SendResult, Status
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -180,7 +181,7 @@ def _pick_via(via: str | None, kinds: dict[str, bool]) -> str:
 @click.option("--title", help="Notification title (MPNS toast Text1).")
 @click.option("--body", help="Notification body (MPNS toast Text2).")
 @click.option("--collapse-key", help="Collapse key (C2DM default: ccs).")
-@click.option("--ttl", type=click.IntRange(0, 2419200), help="time_to_live in seconds.")
+@click.option("--ttl", type=click.IntRange(0, MAX_TTL), help="time_to_live in seconds.")
 @click.option("--priority", type=click.Choice(["normal", "high", "10", "5", "1"]),
               help="FCM normal|high; APNs 10|5|1 (high=10, normal=5).")
 @click.option("--delivery-receipt", is_flag=True, help="Ask CCS for a delivery receipt.")
