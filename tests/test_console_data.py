@@ -83,3 +83,10 @@ def test_enqueue_takes_pairs_and_json_objects(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--data" in r.stderr and "KEY=VALUE" in r.stderr
     assert "Traceback" not in r.stderr
     assert len(stored_data(box)) == 2
+
+
+def test_send_refuses_a_non_string_fcm_value_from_json_naming_it() -> None:
+    """FCM data values are strings: a JSON number is refused before anything connects."""
+    env = {"CCS_SENDER_ID": "1", "CCS_SERVER_KEY": "k", "CCS_PORT": "1"}
+    res = run_ccs(["send", "t1", "--data", '{"n": 1}', "--connect-timeout", "1"], env=env)
+    assert res.returncode == 2 and "data.n" in res.stderr and "Traceback" not in res.stderr
