@@ -19,7 +19,7 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 from gevent.pool import Pool
 
-from ccs.limits import check_message
+from ccs.limits import MAX_TTL, check_message
 from ccs.message import validate_downstream
 from ccs.outbox.base import (
     Finish,
@@ -37,7 +37,6 @@ from ccs.router import CCS_SHAPED, FCM, RouteError, Router, remaining_ttl
 
 log = logging.getLogger(__name__)
 
-MAX_TTL = 2419200
 
 
 def new_id() -> str:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from gevent.event import Event
 
+from ccs.backoff import equal_jitter, exponential
 from ccs.events import EventBus
 from ccs.outbox.base import Store
 from ccs.outcome import Listeners, TokenEvent
@@ -54,8 +55,7 @@ def verify(secret: str, body: bytes, header: str | bytes | None) -> bool:
 def backoff(attempts: int, first: float, most: float, rnd: Callable[[], float] = random.random
             ) -> float:
     """Delay before retry number `attempts` (1-based): doubling, capped, with jitter."""
-    delay = min(most, first * 2 ** max(0, attempts - 1))
-    return delay * (0.5 + rnd() / 2)
+    return equal_jitter(exponential(attempts, first, most), rnd())
 
 
 class PostError(Exception):

@@ -19,6 +19,7 @@ from ccs.router import RouteError
 
 MAX_DEPTH = 32  # objects and arrays inside one another in one message (APNs needs about 4)
 MAX_MESSAGE_BYTES = 64 * 1024  # one message as compact JSON; providers allow 4-5 KB of payload
+MAX_TTL = 2_419_200  # four weeks in seconds: the longest time to live FCM, CCS and GCM allow
 
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ccs.condition import ConditionError, parse_condition
+from ccs.limits import MAX_TTL
 
-MAX_TTL = 2419200  # four weeks, in seconds
 MAX_PAYLOAD = 4096  # bytes of data + notification keys and values
 MAX_TOPIC_PAYLOAD = 2048  # the same, for messages to a topic or a condition
 MAX_MESSAGE_ID_LEN = 1024  # the reference sets no limit; this one only stops runaway input

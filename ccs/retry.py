@@ -10,6 +10,7 @@ import heapq
 from dataclasses import dataclass
 from enum import StrEnum
 
+from ccs.backoff import added_jitter, exponential
 from ccs.message import MAX_TTL
 from ccs.outcome import Status, TokenEventKind
 
@@ -132,14 +133,7 @@ def backoff_delay(
     is additive, so a delay never falls below its base (the reference: wait 1 s, then at least 2,
     then 4...), and each message draws its own `rand` in [0, 1) to spread the retries.
     """
-    if not 0.0 <= rand <= 1.0:
-        raise ValueError(f"rand must be in [0, 1), got {rand!r}")
-    n = max(1, int(attempt))
-    try:
-        base = initial * factor ** (n - 1)
-    except OverflowError:
-        return float(cap)
-    return float(min(cap, base * (1.0 + JITTER * rand)))
+    return min(cap, added_jitter(exponential(attempt, initial, cap, factor), rand, JITTER))
 
 
 @dataclass(frozen=True, slots=True)

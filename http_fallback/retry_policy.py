@@ -5,6 +5,8 @@ from __future__ import annotations
 import email.utils
 from dataclasses import dataclass
 
+from ccs.backoff import added_jitter, exponential
+
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
@@ -29,9 +31,8 @@ class Backoff:
 
     def delay(self, retry: int, retry_after: float | None = None, rand: float = 0.0) -> float:
         """Seconds to wait before retry number `retry` (1 = first retry); `rand` in [0, 1)."""
-        base = min(self.maximum, self.initial * self.factor ** max(0, retry - 1))
-        base += base * self.jitter * rand
-        return max(base, retry_after or 0.0)
+        base = exponential(retry, self.initial, self.maximum, self.factor)
+        return max(added_jitter(base, rand, self.jitter), retry_after or 0.0)
 
     def can_retry(self, attempts_made: int) -> bool:
         return attempts_made < self.attempts

@@ -10,6 +10,7 @@ from http_fallback.fcm import AndroidConfig, FcmConfig, Message, MessageError
 from http_fallback.fcm.model import duration
 from http_fallback.fcm.protocol import (
     Action,
+    FcmRetryPolicy,
     RetryPolicy,
     assertion_claims,
     classify,
@@ -84,7 +85,8 @@ def test_sender_id_mismatch_as_dead_token_when_configured():
 
 
 def test_backoff_doubles_with_jitter_and_respects_retry_after():
-    policy = RetryPolicy(base_delay=1.0, max_delay=10.0, jitter=0.5, quota_delay=60.0)
+    assert RetryPolicy is FcmRetryPolicy  # the old import path still works
+    policy = FcmRetryPolicy(base_delay=1.0, max_delay=10.0, jitter=0.5, quota_delay=60.0)
     assert [policy.delay(n, "UNAVAILABLE", None, 0.0) for n in (1, 2, 3, 4, 5)] == \
         [1.0, 2.0, 4.0, 8.0, 10.0]
     assert policy.delay(1, "UNAVAILABLE", None, 0.999) == pytest.approx(1.4995)

@@ -18,6 +18,43 @@ config_option = click.option(
     help="TOML settings file (default: ./ccs.toml when it exists); CCS_* variables override it.")
 
 
+def data_option(help: str) -> Any:
+    """The --data option of `ccs send` and `ccs enqueue`: both accept both forms."""
+    return click.option("--data", "data", multiple=True, metavar="KEY=VALUE|JSON",
+                        help=help + " Repeatable: KEY=VALUE, or a JSON object ({...}); "
+                                    "later entries override earlier keys.")
+
+
+def parse_data(values: tuple[str, ...]) -> dict[str, Any] | None:
+    """Merge --data values in order: `{...}` is a JSON object, anything else KEY=VALUE.
+
+    Bad input is a click.BadParameter naming --data (exit 2), never a traceback."""
+    from ccs.limits import LimitError, loads
+
+    data: dict[str, Any] = {}
+    for value in values:
+        if value.lstrip().startswith("{"):
+            try:
+                obj = loads(value, "--data")
+            except LimitError as exc:
+                raise click.BadParameter(str(exc).split(": ", 1)[-1], param_hint="--data") \
+                    from None
+            except ValueError as exc:
+                raise click.BadParameter(f"not a JSON object: {exc}", param_hint="--data") \
+                    from None
+            if not isinstance(obj, dict):
+                raise click.BadParameter(f"expected a JSON object, got {value!r}",
+                                         param_hint="--data")
+            data.update(obj)
+            continue
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE or a JSON object, got {value!r}",
+                                     param_hint="--data")
+        data[key] = rest
+    return data or None
+
+
 def load_settings(config: str | None) -> Settings:
     """Settings from file and environment; a bad one prints its name and exits with status 2."""
     try:

@@ -12,7 +12,14 @@ from typing import IO, Any
 
 import click
 
-from ccs.console.common import config_errors, config_option, load_settings, setup_logging
+from ccs.console.common import (
+    config_errors,
+    config_option,
+    data_option,
+    load_settings,
+    parse_data,
+    setup_logging,
+)
 from ccs.settings import ConfigError, Settings
 
 
@@ -88,14 +95,14 @@ def _tokens(stream: IO[str]) -> Iterator[tuple[str, int]]:
 @click.option("--tokens-file", required=True, type=click.File("r"),
               help="One token per line ('-' for stdin); a line starting with '{' is a whole "
                    "message as JSON.")
-@_json_option("--data", "The data object of every message.")
+@data_option("The data object of every message.")
 @_json_option("--notification", "The notification object of every message.")
 @_json_option("--message", "Template message (JSON) each token is put into as 'to'.")
 @click.option("--via", default=None, help="Provider to use (default: FCM via CCS or fallback).")
 @click.option("--batch", default=1000, show_default=True, type=click.IntRange(1, 100000),
               help="Messages stored per transaction.")
 @config_errors
-def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
+def enqueue(config: str | None, tokens_file: IO[str], data: tuple[str, ...],
             notification: str | None, message: str | None, via: str | None,
             batch: int) -> None:
     """Bulk-enqueue into the outbox (streaming: memory stays bounded); `ccs run` sends them.
@@ -112,8 +119,8 @@ def enqueue(config: str | None, tokens_file: IO[str], data: str | None,
         raise ConfigError("outbox.path", "`ccs enqueue` needs a file outbox, not :memory:")
     registry.load_plugins(settings["gateway.plugins"])  # a plugin's provider checks its own
     template = dict(_parse_json(message, "--message") or {})
-    if data is not None:
-        template["data"] = _parse_json(data, "--data")
+    if data:
+        template["data"] = parse_data(data)
     if notification is not None:
         template["notification"] = _parse_json(notification, "--notification")
     names = settings["gateway.providers"]

@@ -22,7 +22,7 @@ FCM_VIAS = ("ccs", "http", "legacy")  # the ones that take --topic / --condition
 
 @dataclass(frozen=True)
 class Options:
-    data: dict[str, str] | None = None
+    data: dict[str, Any] | None = None
     title: str | None = None
     body: str | None = None
     collapse_key: str | None = None

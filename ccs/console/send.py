@@ -19,7 +19,7 @@ import click
 import gevent
 from gevent import socket
 
-from ccs.console.common import config_option, load_settings
+from ccs.console.common import config_option, data_option, load_settings, parse_data
 from ccs.console.payloads import (
     BUILDERS,
     FCM_VIAS,
@@ -31,6 +31,7 @@ from ccs.console.payloads import (
     sendable,
 )
 from ccs.errors import ConfigError
+from ccs.limits import MAX_TTL
 from ccs.outcome import Outcome, SendResult, Status
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -45,16 +46,6 @@ def _lines(values: tuple[str, ...], files: Iterable[TextIO | None]) -> Iterator[
             item = line.strip()
             if item and not item.startswith("#"):
                 yield item
-
-
-def _parse_data(pairs: tuple[str, ...]) -> dict[str, str] | None:
-    data: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--data")
-        data[key] = value
-    return data or None
 
 
 def _line(outcome: Outcome, as_json: bool) -> str:
@@ -186,13 +177,11 @@ def _pick_via(via: str | None, kinds: dict[str, bool]) -> str:
               help="A C2DM registration id (repeatable).")
 @click.option("--apns-token", "apns_tokens", multiple=True, help="An APNs device token (hex).")
 @click.option("--apns-tokens-file", type=click.File("r"), help="One APNs token per line.")
-@click.option("--data", "data_pairs", multiple=True, metavar="KEY=VALUE",
-              help="A data entry (repeatable): FCM data, C2DM data.<key>, APNs custom keys, "
-                   "MPNS raw body.")
+@data_option("Message data: FCM data, C2DM data.<key>, APNs custom keys, MPNS raw body.")
 @click.option("--title", help="Notification title (MPNS toast Text1).")
 @click.option("--body", help="Notification body (MPNS toast Text2).")
 @click.option("--collapse-key", help="Collapse key (C2DM default: ccs).")
-@click.option("--ttl", type=click.IntRange(0, 2419200), help="time_to_live in seconds.")
+@click.option("--ttl", type=click.IntRange(0, MAX_TTL), help="time_to_live in seconds.")
 @click.option("--priority", type=click.Choice(["normal", "high", "10", "5", "1"]),
               help="FCM normal|high; APNs 10|5|1 (high=10, normal=5).")
 @click.option("--delivery-receipt", is_flag=True, help="Ask CCS for a delivery receipt.")
@@ -222,7 +211,7 @@ def send(tokens: tuple[str, ...], extra_tokens: tuple[str, ...], tokens_file: Te
          topic: str | None, condition: str | None, via: str | None,
          mpns_uris: tuple[str, ...], mpns_uris_file: TextIO | None, c2dm_ids: tuple[str, ...],
          apns_tokens: tuple[str, ...], apns_tokens_file: TextIO | None,
-         data_pairs: tuple[str, ...], title: str | None, body: str | None,
+         data: tuple[str, ...], title: str | None, body: str | None,
          collapse_key: str | None, ttl: int | None, priority: str | None,
          delivery_receipt: bool, dry_run: bool, alert: str | None, badge: int | None,
          sound: str | None, push_type: str | None, expiration: int | None,
@@ -267,7 +256,7 @@ def send(tokens: tuple[str, ...], extra_tokens: tuple[str, ...], tokens_file: Te
             raise click.UsageError("--topic-suffix needs a default topic (CCS_APNS_TOPIC)")
         apns_topic = env["CCS_APNS_TOPIC"] + topic_suffix
     opts = Options(
-        data=_parse_data(data_pairs), title=title, body=body, collapse_key=collapse_key,
+        data=parse_data(data), title=title, body=body, collapse_key=collapse_key,
         ttl=ttl, priority=priority, delivery_receipt=delivery_receipt, dry_run=dry_run,
         condition=condition, alert=alert, badge=badge, sound=sound, push_type=push_type,
         expiration=expiration, collapse_id=collapse_id, apns_topic=apns_topic,

@@ -11,7 +11,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
-MAX_TTL = 2_419_200
+from ccs.limits import MAX_TTL
+
 MAX_DATA = 4096
 MAX_TOPIC_DATA = 2048
 MAX_CONDITION_TOPICS = 5

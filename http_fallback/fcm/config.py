@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit
 
-from http_fallback.fcm.protocol import RetryPolicy
+from http_fallback.fcm.protocol import FcmRetryPolicy
 
 ENV = {
     "CCS_FCM_CREDENTIALS": "credentials_file",
@@ -81,9 +81,9 @@ class FcmConfig:
         return f"FcmConfig({shown}, ...)"
 
     @property
-    def retry(self) -> RetryPolicy:
-        return RetryPolicy(self.max_attempts, self.retry_base_delay, self.retry_max_delay,
-                           self.quota_delay, self.retry_jitter, self.retry_deadline)
+    def retry(self) -> FcmRetryPolicy:
+        return FcmRetryPolicy(self.max_attempts, self.retry_base_delay, self.retry_max_delay,
+                              self.quota_delay, self.retry_jitter, self.retry_deadline)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> FcmConfig:

@@ -11,6 +11,8 @@ import json
 import re
 from typing import Any
 
+from ccs.limits import MAX_TTL
+
 STR, BOOL, INT, NUM, STRMAP, STRLIST, DURATION, COLOR, OBJ, LABEL = (
     "string", "bool", "int", "number", "map<string,string>", "repeated string",
     "google.protobuf.Duration", "color", "object", "analytics label")
@@ -19,7 +21,6 @@ COLOR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 LABEL_RE = re.compile(r"^[a-zA-Z0-9\-_.~%]{1,50}$")
 TOPIC_RE = re.compile(r"^(/topics/)?[a-zA-Z0-9\-_.~%]+$")
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_\-:.]{1,4096}$")
-MAX_TTL = 2_419_200
 
 
 def enum(*names: str) -> frozenset[str]:
@@ -157,7 +158,7 @@ def check_request(body: Any) -> dict[str, Any]:
             raise Violation("message.condition", "A condition may name at most 5 topics")
     android = msg.get("android") or {}
     if android.get("ttl") is not None and not 0 <= float(android["ttl"][:-1]) <= MAX_TTL:
-        raise Violation("message.android.ttl", "TTL must be between 0s and 2419200s")
+        raise Violation("message.android.ttl", f"TTL must be between 0s and {MAX_TTL}s")
     note = android.get("notification") or {}
     for key in ("body", "title"):
         if note.get(f"{key}_loc_args") and not note.get(f"{key}_loc_key"):

@@ -12,6 +12,8 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
 
+from ccs.backoff import added_jitter, exponential
+
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -174,9 +176,11 @@ def classify(info: FcmErrorInfo, to_token: bool, sender_mismatch_is_dead: bool =
 
 
 @dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Exponential backoff with jitter. QUOTA_EXCEEDED starts at `quota_delay` (FCM asks for at
-    least a minute) unless the server's Retry-After says otherwise; Retry-After is a floor."""
+class FcmRetryPolicy:
+    """When FCM HTTP v1 sends a failed message again: exponential backoff with jitter.
+
+    QUOTA_EXCEEDED starts at `quota_delay` (FCM asks for at least a minute) unless the server's
+    Retry-After says otherwise; Retry-After is a floor."""
 
     max_attempts: int = 5
     base_delay: float = 1.0
@@ -191,8 +195,11 @@ class RetryPolicy:
         if code == "QUOTA_EXCEEDED" and retry_after is not None:
             first = min(first, retry_after)
         cap = max(self.max_delay, first)  # the cap never undercuts the quota floor
-        backoff = min(cap, first * 2 ** (attempt - 1)) * (1 + self.jitter * rand)
+        backoff = added_jitter(exponential(attempt, first, cap), rand, self.jitter)
         return max(backoff, retry_after or 0.0)
+
+
+RetryPolicy = FcmRetryPolicy  # the old name; ccs.retry.RetryPolicy is the CCS one
 
 
 def assertion_claims(client_email: str, token_uri: str, now: float,

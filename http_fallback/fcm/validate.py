@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-MAX_TTL_SECONDS = 2_419_200  # four weeks
+from ccs.limits import MAX_TTL
+
 MAX_PAYLOAD_BYTES = 4096
 MAX_TOPIC_PAYLOAD_BYTES = 2048
 MAX_CONDITION_TOPICS = 5
@@ -123,8 +124,8 @@ def ttl_seconds(text: str, field: str = "message.android.ttl") -> float:
     if not isinstance(text, str) or not DURATION_RE.match(text):
         raise MessageError(field, 'must be a duration in seconds such as "3600s"')
     seconds = float(text[:-1])
-    if seconds > MAX_TTL_SECONDS:
-        raise MessageError(field, f"must be at most {MAX_TTL_SECONDS}s (four weeks)")
+    if seconds > MAX_TTL:
+        raise MessageError(field, f"must be at most {MAX_TTL}s (four weeks)")
     return seconds
 
 

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ccs.limits import MAX_TTL
+
 MAX_REGISTRATION_IDS = 1000
-MAX_TTL = 2_419_200  # four weeks, in seconds
 PRIORITIES = ("normal", "high")
 
 

@@ -7,6 +7,7 @@ import json
 import random
 from dataclasses import dataclass
 
+from ccs.backoff import added_jitter, exponential
 from http_fallback.transport.h2request import FailureKind
 
 
@@ -74,8 +75,7 @@ def unanswered(stream_id: int, settings_seen: bool, goaway_last: int | None) -> 
 
 def backoff(attempt: int, base: float, cap: float, rnd: random.Random | None = None) -> float:
     """Exponential delay for the n-th consecutive failure (n >= 1), with up to 25% jitter."""
-    delay = min(cap, base * (2 ** max(0, attempt - 1)))
-    return delay * (1 + 0.25 * (rnd or random).random())
+    return added_jitter(exponential(attempt, base, cap), (rnd or random).random(), 0.25)
 
 
 def retry_delay(cfg: H2PoolConfig, answered: int, submitted: float, deadline: float, now: float,
