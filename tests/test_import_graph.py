@@ -10,20 +10,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import import_graph  # noqa: E402
 
-# Circles still to break (issue 15). The list may only shrink: a new circle fails, and so does
-# one listed here that is gone (take it off the list).
-KNOWN: set[frozenset[str]] = {
-    frozenset({"http_fallback.fcm.emulator", "http_fallback.fcm.emulator_h2",
-               "http_fallback.fcm.emulator_oauth", "http_fallback.fcm.emulator_topics"}),
-}
 
-
-def test_no_new_import_cycles() -> None:
+def test_no_import_cycles() -> None:
     graph = import_graph.edges(import_graph.modules())
-    found = {frozenset(c) for c in import_graph.components(graph)}
-    assert found - KNOWN == set(), [import_graph.shortest_cycle(graph, sorted(c))
-                                    for c in found - KNOWN]
-    assert KNOWN - found == set(), "broken circles still listed as known"
+    circles = [import_graph.shortest_cycle(graph, c) for c in import_graph.components(graph)]
+    assert circles == []
 
 
 def test_finds_each_kind_of_import(tmp_path: Path) -> None:
