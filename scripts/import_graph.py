@@ -146,10 +146,11 @@ def cycles(root: Path = ROOT) -> list[list[str]]:
     return [shortest_cycle(graph, comp) for comp in components(graph)]
 
 
-def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
-    """Second-level packages (ccs.emulator, http_fallback.fcm, ...) -> packages they import."""
+def package_graph(graph: dict[str, set[str]], depth: int = 2) -> dict[str, set[str]]:
+    """Packages `depth` names deep (2: ccs.emulator, http_fallback.fcm, ...) -> the packages
+    they import."""
     def pkg(mod: str) -> str:
-        return ".".join(mod.split(".")[:2])
+        return ".".join(mod.split(".")[:depth])
 
     out: dict[str, set[str]] = defaultdict(set)
     for mod, targets in graph.items():
@@ -160,7 +161,10 @@ def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
 def main() -> int:
     mods = modules()
     graph = edges(mods)
-    print(f"# packages ({len(mods)} modules)")
+    print(f"# top level ({len(mods)} modules)")
+    for name, targets in sorted(package_graph(graph, 1).items()):
+        print(f"{name} -> {', '.join(sorted(targets)) or '-'}")
+    print("\n# packages")
     for name, targets in sorted(package_graph(graph).items()):
         print(f"{name} -> {', '.join(sorted(targets)) or '-'}")
     comps = components(graph)

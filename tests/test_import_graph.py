@@ -35,3 +35,6 @@ def test_finds_each_kind_of_import(tmp_path: Path) -> None:
     assert graph["ccs.sub.c"] == {"ccs.a"}
     assert graph["ccs.d"] == {"ccs.sub", "ccs.sub.c"}
     assert import_graph.cycles(tmp_path) == [["ccs.a", "ccs.sub.b", "ccs.sub.c", "ccs.a"]]
+    assert import_graph.package_graph(graph) == {"ccs": set(), "ccs.a": {"ccs.sub"},
+                                                 "ccs.sub": {"ccs.a"}, "ccs.d": {"ccs.sub"},
+                                                 "http_fallback": set()}
