@@ -29,6 +29,7 @@ from ccs.outbox.base import (
     StoreUnavailable,
     Unreadable,
     dumps,
+    outcome_of,
 )
 from ccs.outcome import Listeners, Outcome, SendResult, Status
 from ccs.provider import Provider
@@ -74,13 +75,6 @@ class Conflict(ValueError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.ids = ids
-
-
-def outcome_of(r: Record) -> Outcome:
-    """The Outcome a terminal record stands for."""
-    return Outcome(Status(r.state), via=r.via or "outbox", to=r.to,
-                   message_id=r.provider_message_id or r.id, error=r.error,
-                   description=r.description, canonical_id=r.canonical_id, attempts=r.attempts)
 
 
 class Dispatcher:

@@ -1,9 +1,11 @@
 """N sessions to one CCS endpoint: load spreading, the 100-pending cap, draining failover,
 reconnects, retries. The decisions come from the pure modules (retry, protocol, window).
 
-Everything runs in the sessions' reader greenlets and a few timers: an ack frees a window slot
-and the same greenlet sends the next queued message on that session, so a busy pool needs no
-dispatcher greenlet and no hand-over per message.
+Sessions tell the pool what happened through the SessionListener methods (session_*); the pool
+asks them through their methods and tells its owner (the client) through the callbacks it was
+given. Everything runs in the sessions' reader greenlets and a few timers: an ack frees a window
+slot and the same greenlet sends the next queued message on that session, so a busy pool needs
+no dispatcher greenlet and no hand-over per message.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from gevent.pool import Group
 
 from ccs import protocol
 from ccs.message import MAX_TTL, InvalidMessage
-from ccs.outcome import Outcome, SendResult, Status, TokenEvent, TokenEventKind
+from ccs.outcome import Listeners, Outcome, SendResult, Status, TokenEvent, TokenEventKind
 from ccs.retry import NackAction, RetryPolicy, TargetThrottle, classify_nack, classify_stanza_error
 from ccs.session import Session
 from ccs.xmpp import GcmReceived, StanzaError
 
 if TYPE_CHECKING:
-    from ccs.client import CcsClient, CcsConfig
+    from ccs.config import CcsConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ class Entry:
     """One accepted downstream message on its way to exactly one outcome."""
 
     __slots__ = ("message_id", "to", "json", "result", "attempts", "accepted_at", "deadline",
-                 "session", "sent_at")
+                 "sent_at")
 
     def __init__(self, message: dict[str, Any], result: SendResult, now: float,
                  max_retry_seconds: float, zero_ttl_grace: float) -> None:
@@ -52,15 +54,22 @@ class Entry:
         # time_to_live 0 means "now or never": a short grace covers normal queueing.
         ttl = message.get("time_to_live", MAX_TTL)
         self.deadline = now + (min(ttl, max_retry_seconds) if ttl else zero_ttl_grace)
-        self.session: Session | None = None
         self.sent_at = 0.0
 
 
 class Pool:
-    def __init__(self, client: CcsClient, config: CcsConfig) -> None:
-        self.client = client
+    """`ready_changed()` is called when a session may have become usable or unusable;
+    `token_events` gets canonical ids and dead tokens; upstream messages and receipts go to
+    `upstream_handler` / `receipt_handler` (unset: left un-acked for CCS to re-deliver)."""
+
+    def __init__(self, config: CcsConfig, ready_changed: Callable[[], None],
+                 token_events: Listeners) -> None:
         self.config = config
-        self.sessions: list[Session] = []  # every session not yet closed, draining ones too
+        self._ready_changed = ready_changed
+        self._token_events = token_events
+        self.upstream_handler: Callable[[protocol.Upstream], Any] | None = None
+        self.receipt_handler: Callable[[protocol.Receipt], Any] | None = None
+        self.sessions: list[Session[Entry]] = []  # every session not yet closed, draining ones too
         self.backlog: deque[Entry] = deque()
         self.policy = RetryPolicy(initial=config.retry_initial,
                                   max_retry_seconds=config.max_retry_seconds)
@@ -72,7 +81,7 @@ class Pool:
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._rand = random.Random()
         self._stopping = False
-        self._leases: dict[Session, Callable[[], None]] = {}  # session -> lease give-back
+        self._leases: dict[Session[Entry], Callable[[], None]] = {}  # session -> lease give-back
         self.counters: dict[str, int] = dict.fromkeys(
             ("sent", "acked", "nacked", "retried", "resent_after_loss", "expired", "failed",
              "unknown", "upstream", "receipts", "duplicates_dropped", "unexpected_acks",
@@ -89,7 +98,7 @@ class Pool:
         """Stop taking work, let pending answers arrive until `timeout`, then close."""
         self._stopping = True
         deadline = time.monotonic() + timeout
-        while any(len(s.window) for s in self.sessions) and time.monotonic() < deadline:
+        while any(s.pending for s in self.sessions) and time.monotonic() < deadline:
             gevent.sleep(0.01)
         for session in list(self.sessions):
             session.close("client stopping")
@@ -112,7 +121,7 @@ class Pool:
             if give_back is False:  # a budget shared with other gateways is spent: wait
                 gevent.sleep(self.config.reconnect_initial * (0.5 + self._rand.random() / 2))
                 continue
-            session = Session(self, self.config)
+            session: Session[Entry] = Session(self.config, self)
             if give_back is not None:
                 self._leases[session] = give_back
             self.sessions.append(session)
@@ -170,26 +179,26 @@ class Pool:
                 return
         self.backlog.append(entry)
 
-    def _pick(self) -> Session | None:
+    def _pick(self) -> Session[Entry] | None:
         best = None
         room = 0
         for s in self.sessions:
-            if s.usable and s.window.room > room:
-                best, room = s, s.window.room
+            if s.usable and s.room > room:
+                best, room = s, s.room
         return best
 
-    def _send_on(self, session: Session, entry: Entry) -> None:
+    def _send_on(self, session: Session[Entry], entry: Entry) -> None:
         entry.attempts += 1
         entry.sent_at = time.monotonic()
         self.counters["sent"] += 1
         if not session.usable:  # a bug if it ever happens: counted so tests can see it
             self.counters["sent_on_unusable"] += 1
-        session.send_entry(entry)
+        session.send(entry.message_id, entry.json, entry)
 
-    def _pump(self, session: Session) -> None:
+    def _pump(self, session: Session[Entry]) -> None:
         """Fill a session's free window slots from the backlog."""
         backlog = self.backlog
-        while backlog and session.usable and session.window.room:
+        while backlog and session.usable and session.room:
             entry = backlog.popleft()
             if time.monotonic() > entry.deadline and entry.attempts == 0:
                 self._final(entry, Status.EXPIRED, "EXPIRED", "time_to_live passed while queued")
@@ -229,7 +238,7 @@ class Pool:
         (the server lost it, or sends what we cannot read): close it so its messages go out
         again on a fresh connection."""
         for session in list(self.sessions):
-            oldest = session.window.oldest()
+            oldest = session.oldest()
             if oldest is not None and now - oldest.sent_at > ack_timeout and not session.closed:
                 self.counters["ack_timeouts"] += 1
                 reason = f"no answer to message {oldest.message_id} in {ack_timeout:g} s"
@@ -252,17 +261,17 @@ class Pool:
 
     def _token_event(self, kind: TokenEventKind, token: str, reason: str | None,
                      message_id: str | None, new_token: str | None = None) -> None:
-        events = self.client.token_events
+        events = self._token_events
         if events:
             events.emit(TokenEvent(kind, VIA, token, new_token, reason, message_id))
 
-    # session callbacks -----------------------------------------------------------------------
+    # what sessions tell the pool (SessionListener) ---------------------------------------------
 
-    def on_ready(self, session: Session) -> None:
+    def session_ready(self, session: Session[Entry]) -> None:
         self._pump(session)
-        self.client.ready_changed()
+        self._ready_changed()
 
-    def on_closed(self, session: Session, pending: list[Entry]) -> None:
+    def session_closed(self, session: Session[Entry], pending: list[Entry]) -> None:
         if session in self.sessions:
             self.sessions.remove(session)
         give_back = self._leases.pop(session, None)
@@ -284,17 +293,16 @@ class Pool:
         for s in self.sessions:
             if s.usable:
                 self._pump(s)
-        self.client.ready_changed()
+        self._ready_changed()
 
-    def on_gcm(self, session: Session, ev: GcmReceived) -> None:
+    def session_gcm(self, session: Session[Entry], ev: GcmReceived) -> None:
         msg = protocol.classify(ev.json)
         if isinstance(msg, protocol.Ack):
-            entry = session.window.pop(msg.message_id)
+            entry = session.answer(msg.message_id)
             if entry is None:
                 self._unexpected(session, "ack", msg.message_id)
                 return
             self.counters["acked"] += 1
-            session.answered += 1
             if msg.canonical_id:
                 self._token_event(TokenEventKind.CANONICAL, entry.to, "canonical registration_id",
                                   entry.message_id, msg.canonical_id)
@@ -303,12 +311,11 @@ class Pool:
             self._final(entry, Status.OK, None, None, canonical_id=msg.canonical_id)
             self._pump(session)
         elif isinstance(msg, protocol.Nack):
-            entry = session.window.pop(msg.message_id)
+            entry = session.answer(msg.message_id)
             if entry is None:
                 self._unexpected(session, "nack", msg.message_id)
                 return
             self.counters["nacked"] += 1
-            session.answered += 1
             if msg.error == protocol.DRAINING:
                 self._drain(session)
             self._after_failure(entry, msg.error, msg.description, classify_nack(msg.error))
@@ -320,19 +327,19 @@ class Pool:
                 log.info("session %s: control %s ignored", session.id, msg.control_type)
         elif isinstance(msg, protocol.Receipt):
             self.counters["receipts"] += 1
-            self._deliver(session, msg, self.client.receipt_handler)
+            self._deliver(session, msg, self.receipt_handler)
         elif isinstance(msg, protocol.Upstream):
             self.counters["upstream"] += 1
-            self._deliver(session, msg, self.client.upstream_handler)
+            self._deliver(session, msg, self.upstream_handler)
         else:
             log.warning("session %s: %s", session.id, msg.reason)
 
-    def _unexpected(self, session: Session, kind: str, message_id: str) -> None:
+    def _unexpected(self, session: Session[Entry], kind: str, message_id: str) -> None:
         self.counters["unexpected_acks"] += 1
         log.warning("session %s: %s for a message_id not in flight: %r", session.id, kind,
                     message_id[:100])
 
-    def on_stanza_error(self, session: Session, ev: StanzaError) -> None:
+    def session_stanza_error(self, session: Session[Entry], ev: StanzaError) -> None:
         self.counters["stanza_errors"] += 1
         mid = None
         if ev.json:
@@ -341,7 +348,7 @@ class Pool:
                 mid = echoed.get("message_id") if isinstance(echoed, dict) else None
             except (ValueError, RecursionError):  # RecursionError: nested too deeply
                 pass
-        entry = session.window.pop(mid) if isinstance(mid, str) else None
+        entry = session.reject(mid) if isinstance(mid, str) else None
         if entry is None:
             log.warning("session %s: stanza error %s %s: %s", session.id, ev.code,
                         ev.condition, ev.text)
@@ -378,12 +385,12 @@ class Pool:
         else:
             self._schedule(entry, decision.delay)
 
-    def _drain(self, session: Session) -> None:
+    def _drain(self, session: Session[Entry]) -> None:
         if not session.draining:
             self.counters["drains"] += 1
             log.info("session %s draining: new messages go to other sessions", session.id)
             session.mark_draining()
-            self.client.ready_changed()
+            self._ready_changed()
 
     def drain(self, session_id: int | None = None) -> int:
         """Operator drain: stop using a session (or all), replacing it; returns how many."""
@@ -397,7 +404,7 @@ class Pool:
 
     # upstream and receipts -------------------------------------------------------------------
 
-    def _deliver(self, session: Session, msg: protocol.Upstream | protocol.Receipt,
+    def _deliver(self, session: Session[Entry], msg: protocol.Upstream | protocol.Receipt,
                  handler: Callable[[Any], Any] | None) -> None:
         key = (msg.sender, msg.message_id)
         if key in self._seen:
@@ -410,7 +417,7 @@ class Pool:
             return
         self.handlers.spawn(self._handle, session, msg, handler)
 
-    def _handle(self, session: Session, msg: protocol.Upstream | protocol.Receipt,
+    def _handle(self, session: Session[Entry], msg: protocol.Upstream | protocol.Receipt,
                 handler: Callable[[Any], Any]) -> None:
         try:
             handler(msg)

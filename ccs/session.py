@@ -1,6 +1,8 @@
 """One CCS connection: a thin gevent shell around XmppStream. Holds no CCS rules of its own.
 
-A reader greenlet feeds socket bytes to the stream and hands events to the owner (the pool); a
+A reader greenlet feeds socket bytes to the stream and tells its listener (the pool, given at
+construction) what happened; the listener decides. The session never calls into its owner's
+internals and the owner asks the session through its methods. A
 writer greenlet sends everything queued since it last ran in one `sendall` (write coalescing:
 a burst of acks and new messages costs one TLS record, not one per stanza); a pinger notices a
 dead peer within ping_interval + ping_timeout.
@@ -11,7 +13,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import gevent
 from gevent import socket
@@ -33,8 +35,7 @@ from ccs.xmpp import (
 )
 
 if TYPE_CHECKING:
-    from ccs.client import CcsConfig
-    from ccs.pool import Entry, Pool
+    from ccs.config import CcsConfig
 
 log = logging.getLogger(__name__)
 
@@ -42,18 +43,38 @@ _ids = itertools.count(1)
 RECV_BYTES = 65536
 
 
+T = TypeVar("T")
+
+
 class SessionClosed(Exception):
     pass
 
 
-class Session:
-    """States: connecting -> ready -> (draining) -> closed. `retired` is set on drain or close."""
+class SessionListener(Protocol[T]):
+    """What a session tells its owner; each call runs in the session's reader greenlet."""
 
-    def __init__(self, pool: Pool, config: CcsConfig) -> None:
+    def session_ready(self, session: Session[T]) -> None: ...
+
+    def session_gcm(self, session: Session[T], ev: GcmReceived) -> None: ...
+
+    def session_stanza_error(self, session: Session[T], ev: StanzaError) -> None: ...
+
+    def session_closed(self, session: Session[T], pending: list[T]) -> None:
+        """The session is gone; `pending` are the messages sent on it and never answered."""
+
+
+class Session(Generic[T]):
+    """States: connecting -> ready -> (draining) -> closed. `retired` is set on drain or close.
+
+    T is whatever the owner tracks per message (the pool's Entry); the session only keeps it in
+    its window until the owner takes it back with `answer` / `reject`, or gets it in
+    `session_closed`."""
+
+    def __init__(self, config: CcsConfig, listener: SessionListener[T]) -> None:
         self.id = next(_ids)
-        self.pool = pool
         self.config = config
-        self.window: Window[Entry] = Window(config.window)
+        self._listener = listener
+        self._window: Window[T] = Window(config.window)
         self.draining = False
         self.closed = False
         self.close_reason: str | None = None
@@ -62,7 +83,7 @@ class Session:
         self.retired = Event()
         self.jid: str | None = None
         self.sent = 0
-        self.answered = 0
+        self._answered = 0
         self.connected_at: float | None = None
         self._last_rx = time.monotonic()
         self._sock: Any = None
@@ -77,7 +98,7 @@ class Session:
         )
 
     def __repr__(self) -> str:
-        return f"<Session {self.id} {self.state} pending={len(self.window)}>"
+        return f"<Session {self.id} {self.state} pending={len(self._window)}>"
 
     @property
     def state(self) -> str:
@@ -94,6 +115,25 @@ class Session:
     @property
     def usable(self) -> bool:
         return self.ready.is_set() and not self.draining and not self.closed
+
+    @property
+    def pending(self) -> int:
+        """Messages sent on this session and not yet answered."""
+        return len(self._window)
+
+    @property
+    def room(self) -> int:
+        """How many more messages the window takes now."""
+        return self._window.room
+
+    @property
+    def answered(self) -> int:
+        """Acks and nacks received (taken back with `answer`)."""
+        return self._answered
+
+    def oldest(self) -> T | None:
+        """The message waiting longest for its answer, or None."""
+        return self._window.oldest()
 
     # the greenlet body ---------------------------------------------------------------------
 
@@ -131,7 +171,7 @@ class Session:
 
     def _read_loop(self) -> None:
         stream = self._stream
-        pool = self.pool
+        listener = self._listener
         deadline = gevent.Timeout(self.config.connect_timeout, SessionClosed("login timeout"))
         deadline.start()
         try:
@@ -142,9 +182,9 @@ class Session:
                 self._last_rx = time.monotonic()
                 for ev in stream.receive(data):
                     if isinstance(ev, GcmReceived):
-                        pool.on_gcm(self, ev)
+                        listener.session_gcm(self, ev)
                     elif isinstance(ev, StanzaError):
-                        pool.on_stanza_error(self, ev)
+                        listener.session_stanza_error(self, ev)
                     elif isinstance(ev, Pong):
                         pass
                     elif isinstance(ev, Ready):
@@ -152,7 +192,7 @@ class Session:
                         self.jid = ev.jid
                         self.ready.set()
                         self._pinger = gevent.spawn(self._ping_loop)
-                        pool.on_ready(self)
+                        listener.session_ready(self)
                     elif isinstance(ev, AuthFailed):
                         self.auth_failed = True
                         raise SessionClosed(f"authentication refused: {ev.condition}")
@@ -192,15 +232,26 @@ class Session:
                 self._kill_reader("no answer to keepalive ping")
                 return
 
-    # called by the pool ----------------------------------------------------------------------
+    # asked by the owner -----------------------------------------------------------------------
 
-    def send_entry(self, entry: Entry) -> None:
-        """Put a message in the window and queue its stanza (sent on the next writer pass)."""
-        self.window.add(entry.message_id, entry)
-        entry.session = self
+    def send(self, message_id: str, json_text: str, item: T) -> None:
+        """Put a message in the window and queue its stanza (sent on the next writer pass).
+        Raises WindowFull when there is no room."""
+        self._window.add(message_id, item)
         self.sent += 1
-        self._stream.send_gcm(entry.json)
+        self._stream.send_gcm(json_text)
         self._flush()
+
+    def answer(self, message_id: str) -> T | None:
+        """Take back a message CCS acked or nacked; None when it is not pending here."""
+        item = self._window.pop(message_id)
+        if item is not None:
+            self._answered += 1
+        return item
+
+    def reject(self, message_id: str) -> T | None:
+        """Take back a message the server refused with a stanza error (not an answer)."""
+        return self._window.pop(message_id)
 
     def send_ack(self, json_text: str) -> bool:
         """Queue an ack for an upstream message or receipt; False when the session is gone."""
@@ -259,4 +310,4 @@ class Session:
             except OSError:
                 pass
         self.retired.set()
-        self.pool.on_closed(self, self.window.take_all())
+        self._listener.session_closed(self, self._window.take_all())

@@ -11,23 +11,56 @@ import json
 import random
 import time
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ccs.emulator import stanzas
-from ccs.emulator.record import AckReceived, Sent
-from ccs.emulator.rules import MISSING_ID_TEXT, Rejection, check_downstream, error_description
+from ccs.emulator.record import AckReceived, Record, Sent
+from ccs.emulator.rules import (
+    MISSING_ID_TEXT,
+    Rejection,
+    Script,
+    check_downstream,
+    error_description,
+)
+from ccs.emulator.settings import Faults, Settings
 
 if TYPE_CHECKING:
     from ccs.emulator.connection import Connection
-    from ccs.emulator.server import CcsEmulator
 
 NOT_THIS_CONNECTION = "Received acks for messages not sent over this connection"
+
+
+@dataclass
+class Outstanding:
+    """An upstream message or receipt waiting for the app server's ack."""
+
+    kind: str  # upstream | receipt
+    payload: dict[str, Any]
+    conn_id: int | None = None  # where it was last sent (None: not yet)
+    sent_at: float = 0.0  # monotonic time of the last send
+    due: float = 0.0  # monotonic time before which it must not be sent (receipt_delay)
+    sends: int = 0
+    extra: dict[str, str] = field(default_factory=dict)  # stanza attributes
+
+
+class Emulator(Protocol):
+    """The emulator state the rules read and change (CcsEmulator)."""
+
+    domain: str
+    settings: Settings
+    faults: Faults
+    record: Record
+    script: Script
+    outstanding: dict[str, Outstanding]
+
+    def queue_receipt(self, conn: Connection, receipt: dict[str, Any]) -> None: ...
 
 
 class Behaviour:
     """The CCS rules applied to one emulator's connections (state lives on the emulator)."""
 
-    def __init__(self, emu: CcsEmulator) -> None:
+    def __init__(self, emu: Emulator) -> None:
         self.emu = emu
         self.record = emu.record
         self.downstream_total = 0

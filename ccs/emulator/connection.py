@@ -13,13 +13,15 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
 
 from ccs.emulator import stanzas
+from ccs.emulator.record import Record
+from ccs.emulator.settings import Faults, Settings
 from ccs.emulator.xmlstream import (
     CLIENT_NS,
     StanzaReceived,
@@ -28,9 +30,6 @@ from ccs.emulator.xmlstream import (
     StreamParser,
     XmlStreamError,
 )
-
-if TYPE_CHECKING:
-    from ccs.emulator.server import CcsEmulator
 
 MESSAGE = f"{{{CLIENT_NS}}}message"
 IQ = f"{{{CLIENT_NS}}}iq"
@@ -46,10 +45,35 @@ class _Closed(Exception):
     """Raised inside the read loop once the connection has been closed."""
 
 
+class MessageHandler(Protocol):
+    def on_message(self, conn: Connection, el: ET.Element) -> None: ...
+
+
+class Host(Protocol):
+    """What a connection reads from and tells the emulator that accepted it (CcsEmulator)."""
+
+    sender_id: str
+    domain: str
+    settings: Settings
+    faults: Faults
+    record: Record
+    behaviour: MessageHandler
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> gevent.Greenlet: ...
+
+    def check_credentials(self, creds: tuple[str, str, str] | None) -> str | None: ...
+
+    def authenticated_count(self) -> int: ...
+
+    def on_ready(self, conn: Connection) -> None: ...
+
+    def on_closed(self, conn: Connection, reason: str) -> None: ...
+
+
 class Connection:
     """Server side of one XMPP stream. `pending` counts downstream not yet answered on the wire."""
 
-    def __init__(self, emu: CcsEmulator, conn_id: int, sock: stdlib_socket.socket) -> None:
+    def __init__(self, emu: Host, conn_id: int, sock: stdlib_socket.socket) -> None:
         self.emu = emu
         self.id = conn_id
         self.sock = sock

@@ -9,7 +9,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gevent
@@ -18,7 +18,7 @@ from gevent.event import Event
 from gevent.pool import Group, Pool
 from gevent.server import StreamServer
 
-from ccs.emulator.behaviour import Behaviour
+from ccs.emulator.behaviour import Behaviour, Outstanding
 from ccs.emulator.connection import Connection
 from ccs.emulator.record import Record, Sent
 from ccs.emulator.rules import Script
@@ -40,19 +40,6 @@ class ConnectionInfo:
     pending: int
     draining: bool
     open: bool
-
-
-@dataclass
-class Outstanding:
-    """An upstream message or receipt waiting for the app server's ack."""
-
-    kind: str  # upstream | receipt
-    payload: dict[str, Any]
-    conn_id: int | None = None  # where it was last sent (None: not yet)
-    sent_at: float = 0.0  # monotonic time of the last send
-    due: float = 0.0  # monotonic time before which it must not be sent (receipt_delay)
-    sends: int = 0
-    extra: dict[str, str] = field(default_factory=dict)  # stanza attributes
 
 
 class CcsEmulator:

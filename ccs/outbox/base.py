@@ -64,6 +64,13 @@ class Record:
         }
 
 
+def outcome_of(r: Record) -> Outcome:
+    """The Outcome a terminal record stands for."""
+    return Outcome(Status(r.state), via=r.via or "outbox", to=r.to,
+                   message_id=r.provider_message_id or r.id, error=r.error,
+                   description=r.description, canonical_id=r.canonical_id, attempts=r.attempts)
+
+
 @dataclass(frozen=True, slots=True)
 class Finish:
     """A terminal outcome to record for message `id`."""

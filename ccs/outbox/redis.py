@@ -38,6 +38,7 @@ from typing import Any
 import gevent
 import redis
 
+from ccs.errors import ConfigError
 from ccs.lease import Leases
 from ccs.outbox import redis_lua as lua
 from ccs.outbox import shown
@@ -56,7 +57,6 @@ from ccs.outbox.redis_conn import connect
 from ccs.outbox.redis_read import DOWN, Readers, guarded, shard_of
 from ccs.outbox.redis_url import RedisTarget, parse
 from ccs.outcome import SendResult
-from ccs.settings import ConfigError
 
 log = logging.getLogger(__name__)
 

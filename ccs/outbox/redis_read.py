@@ -19,7 +19,7 @@ import redis
 from gevent.queue import Queue
 
 from ccs.outbox import shown
-from ccs.outbox.base import StoreUnavailable
+from ccs.outbox.base import StoreUnavailable, outcome_of
 from ccs.outcome import Outcome, SendResult, Status
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,6 @@ class Readers:
             self._drop_waiter(id, res)
             if r is None:
                 raise KeyError(f"no message {id!r} in the outbox")
-            from ccs.dispatcher import outcome_of
-
             res.resolve(outcome_of(r))
         return res
 

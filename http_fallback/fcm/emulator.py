@@ -37,11 +37,9 @@ from ccs.testing.pki import TestPKI, make_test_pki
 from ccs.tls import server_context
 from http_fallback.fcm import emulator_oauth as oauth
 from http_fallback.fcm import emulator_topics as topics
+from http_fallback.fcm.emulator_errors import error_body
 from http_fallback.fcm.emulator_h2 import H2Session
 from http_fallback.fcm.emulator_rules import Violation, check_request
-
-FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
-BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 
 # scripted failure kind -> (HTTP status, gRPC status, FcmError errorCode or None, message)
 FAILURES = {
@@ -91,20 +89,6 @@ class ServiceAccountFile:
     client_email: str
     private_key_id: str
     project_id: str
-
-
-def error_body(code: int, status: str, message: str, error_code: str | None = None,
-           violations: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-    details: list[dict[str, Any]] = []
-    if error_code:
-        details.append({"@type": FCM_ERROR, "errorCode": error_code})
-    if violations:
-        details.append({"@type": BAD_REQUEST, "fieldViolations": [
-            {"field": f, "description": d} for f, d in violations]})
-    body: dict[str, Any] = {"code": code, "message": message, "status": status}
-    if details:
-        body["details"] = details
-    return {"error": body}
 
 
 class _Handler(WSGIHandler):

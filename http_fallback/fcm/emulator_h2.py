@@ -16,7 +16,7 @@ import itertools
 import math
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gevent import ssl
 from gevent.event import Event
@@ -30,9 +30,6 @@ from hyperframe.frame import GoAwayFrame
 
 from http_fallback.transport.h2conn import FastH2Connection
 
-if TYPE_CHECKING:
-    from http_fallback.fcm.emulator import FcmEmulator
-
 _order = itertools.count()
 
 
@@ -45,10 +42,32 @@ class _ServerConnection(FastH2Connection):
         return 0
 
 
+class H2Host(Protocol):
+    """What an h2 connection reads from and counts on the emulator (FcmEmulator)."""
+
+    max_streams: int
+    latency: float
+    goaway_after: int | None
+    refuse: int  # the next N streams get REFUSED_STREAM
+    refused: int
+    goaways_sent: int
+    max_active: int
+    limit_violations: int
+
+    @property
+    def has_delays(self) -> bool: ...
+
+    def delay_of(self, body: bytes) -> float: ...
+
+    def answer(self, environ: dict[str, Any], body: bytes, at: float,
+               protocol: str = "http/1.1", connection: int = 0
+               ) -> tuple[int, list[tuple[str, str]], bytes]: ...
+
+
 class H2Session:
     """One HTTP/2 connection of the emulator; `run()` serves it until it closes."""
 
-    def __init__(self, emu: FcmEmulator, sock: Any, number: int) -> None:
+    def __init__(self, emu: H2Host, sock: Any, number: int) -> None:
         self.emu = emu
         self.sock = sock
         self.number = number

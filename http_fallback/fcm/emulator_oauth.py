@@ -9,20 +9,31 @@ google-auth sends Google's even when the file names another token_uri.
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import jwt
 
-if TYPE_CHECKING:
-    from http_fallback.fcm.emulator import FcmEmulator
+
+class TokenIssuer(Protocol):
+    """What the token endpoint uses of the emulator (FcmEmulator)."""
+
+    keys: dict[str, tuple[Any, str]]  # client_email -> (public key, key id)
+    access_tokens: dict[str, float]  # access token -> expiry
+    token_lifetime: int
+    tokens_issued: int
+    clock: Callable[[], float]
+
+    @property
+    def token_uri(self) -> str: ...
 
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 ACCEPTED_SCOPES = ("https://www.googleapis.com/auth/firebase.messaging",
                    "https://www.googleapis.com/auth/cloud-platform")
 
 
-def token_endpoint(emu: FcmEmulator, body: bytes) -> tuple[int, dict[str, Any]]:
+def token_endpoint(emu: TokenIssuer, body: bytes) -> tuple[int, dict[str, Any]]:
     """Answer a form-encoded jwt-bearer grant: (status, JSON answer)."""
     form = {k: v[0] for k, v in parse_qs(body.decode("latin-1")).items()}
     if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":

@@ -12,20 +12,28 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
+from http_fallback.fcm.emulator_errors import error_body
 from http_fallback.fcm.emulator_rules import TOKEN_RE, TOPIC_RE
 
-if TYPE_CHECKING:
-    from http_fallback.fcm.emulator import FcmEmulator
+
+class Subscriptions(Protocol):
+    """What these endpoints use of the emulator (FcmEmulator)."""
+
+    topics: dict[str, set[str]]
+
+    def authorized(self, environ: dict[str, Any]) -> bool: ...
+
+    def peek_failure(self, token: Any) -> str | None: ...
 
 REGISTRATION_RE = re.compile(
     r"^/v1/projects/(?P<project>[^/]+)/registrations/(?P<token>[^/]+)/topicSubscriptions"
     r"(?:/(?P<topic>[^/]+))?$")
 
 
-def _token_problem(emu: FcmEmulator, token: Any) -> str | None:
+def _token_problem(emu: Subscriptions, token: Any) -> str | None:
     kind = emu.peek_failure(token)
     if not isinstance(token, str) or not TOKEN_RE.match(token) or kind == "invalid":
         return "INVALID_ARGUMENT"
@@ -34,7 +42,7 @@ def _token_problem(emu: FcmEmulator, token: Any) -> str | None:
     return None
 
 
-def iid_batch(emu: FcmEmulator, operation: str, environ: dict[str, Any], body: bytes
+def iid_batch(emu: Subscriptions, operation: str, environ: dict[str, Any], body: bytes
               ) -> tuple[int, dict[str, Any]]:
     """batchAdd / batchRemove: per-token results, in order."""
     if not emu.authorized(environ):
@@ -68,12 +76,11 @@ def iid_batch(emu: FcmEmulator, operation: str, environ: dict[str, Any], body: b
 
 def _err(code: int, status: str, message: str, error_code: str | None = None
          ) -> dict[str, Any]:
-    from http_fallback.fcm.emulator import error_body
 
     return error_body(code, status, message, error_code)
 
 
-def registration(emu: FcmEmulator, method: str, path: str, environ: dict[str, Any]
+def registration(emu: Subscriptions, method: str, path: str, environ: dict[str, Any]
                  ) -> tuple[int, dict[str, Any], str | None]:
     """One token's subscription to one topic, on the v1 registrations resource."""
     match = REGISTRATION_RE.match(path)
