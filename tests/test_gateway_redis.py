@@ -14,7 +14,7 @@ from gevent import subprocess
 
 from ccs.dispatcher import Dispatcher
 from ccs.emulator import CcsEmulator
-from ccs.outbox.redis import RedisStore
+from ccs.outbox.redis import GROUP, RedisStore
 from tests.helpers import ROOT, ccs_env, run_ccs, wait_until
 from tests.redis_support import REDIS
 
@@ -33,6 +33,18 @@ def gateway_env(emu: CcsEmulator, url: str) -> dict[str, str]:
 def start(env: dict[str, str]) -> Any:
     return subprocess.Popen([sys.executable, "-m", "ccs", "run"], env=ccs_env(env), cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def held_by(store: RedisStore) -> Counter[str]:
+    """Messages each consumer has claimed and not finished, from the queues' pending lists."""
+    held: Counter[str] = Counter()
+    for k in range(store.shards):
+        q = store._q("fcm", k)
+        if not store.redis.exists(q):
+            continue
+        for c in store.redis.xpending(q, GROUP)["consumers"]:
+            held[c["name"]] += int(c["pending"])
+    return held
 
 
 def test_two_gateways_share_a_queue_and_survive_a_sigkill(pki: Any, redis_url: str) -> None:
@@ -62,16 +74,22 @@ def test_two_gateways_share_a_queue_and_survive_a_sigkill(pki: Any, redis_url: s
                        for i, mid in enumerate(ids)], now)
             wait_until(lambda: emu.record.totals["downstream"] >= 2500, timeout=60,
                        what="sending under way")
-            # Kill a gateway whose heartbeat shows it holding messages (on a loaded machine
-            # one gateway may briefly hold none, and then there is nothing to take over).
-            busy: list[int] = []
-            wait_until(lambda: bool(busy.extend(g["pid"] for g in store.gateways()
-                                                if g.get("in_flight", 0) >= 20) or busy),
-                       timeout=60, what="a gateway holding messages")
-            if busy[0] == b.pid:
+            # Kill the gateway holding the most messages right now (claimed, not finished:
+            # its pending entries), so there is something to take over; a heartbeat's count
+            # can be a second old, and on a loaded machine one gateway may hold none.
+            pids = {g["consumer"]: g["pid"] for g in store.gateways()}
+            victim: list[tuple[int, str]] = []
+
+            def holding() -> bool:
+                held = held_by(store)
+                victim[:] = [max((n, c) for c, n in held.items())] if held else []
+                return bool(victim) and victim[0][0] >= 20 and victim[0][1] in pids
+            wait_until(holding, timeout=60, what="a gateway holding messages")
+            if pids[victim[0][1]] == b.pid:
                 a, b = b, a
             a.send_signal(signal.SIGKILL)
             a.wait()
+            assert held_by(store)[victim[0][1]] > 0  # frozen now: the survivor must take these
             killed_at = store.counts()
             assert killed_at["ok"] < TOTAL  # the kill came in the middle
             wait_until(lambda: store.counts()["ok"] == TOTAL, timeout=90,
