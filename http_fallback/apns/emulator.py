@@ -19,7 +19,7 @@ from typing import Any
 
 import gevent
 import jwt
-from gevent import ssl
+from gevent import socket, ssl
 from gevent.event import Event
 from gevent.lock import Semaphore
 from gevent.pool import Group
@@ -234,6 +234,9 @@ class ApnsEmulator:
             raw.close()
             return
         try:
+            # answers are small frames: without NODELAY, Nagle holds one back until the
+            # client's delayed ACK (~40 ms on Linux), which then paces the whole connection
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock = self._ctx.wrap_socket(raw, server_side=True)
         except (OSError, ssl.SSLError):
             self.handshake_failures += 1

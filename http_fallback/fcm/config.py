@@ -43,7 +43,7 @@ class FcmConfig:
     iid_url: str = "https://iid.googleapis.com"
     ca_file: str | None = None  # adds trust (an emulator's CA); never removes checks
     concurrency: int = 100  # HTTP/1.1: requests in flight at once (and keep-alive connections)
-    connections: int = 4  # HTTP/2 connections, each with up to the server's stream limit
+    connections: int = 8  # HTTP/2 connections, each with up to the server's stream limit
     http2: bool = True  # False: HTTP/1.1 only, even when the server offers h2
     queue_size: int = 10_000  # accepted messages waiting for a worker; send() blocks beyond
     timeout: float = 30.0  # seconds for one HTTP exchange

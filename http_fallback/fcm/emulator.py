@@ -280,6 +280,10 @@ class FcmEmulator:
     # -- HTTP/2 connections ------------------------------------------------------------------
 
     def serve_h2(self, sock: Any) -> None:
+        try:  # as for HTTP/1.1: Nagle and delayed ACKs would pace every connection
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         self.h2_connections += 1
         session = H2Session(self, sock, self.h2_connections)
         self.sessions.add(session)
