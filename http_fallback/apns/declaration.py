@@ -1,0 +1,56 @@
+"""The `apns` (HTTP/2) and `apns-binary` providers as the gateway finds them (entry points)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ccs.provider import Provider
+from ccs.registry import ProviderSpec
+from http_fallback.adapt import lazy
+
+RENAMES: dict[str, str | None] = {"to": "device", "message_id": None}
+_notification = lazy("http_fallback.apns.model", "Notification", RENAMES)
+
+
+def _command() -> Any:
+    from http_fallback.apns.command import apns
+
+    return apns
+
+
+def _create(settings: Any) -> Provider:
+    from http_fallback.apns import ApnsClient, ApnsConfig
+
+    return ApnsClient(ApnsConfig.from_env(settings.environ()))
+
+
+def _check(message: Any) -> None:
+    """Everything the request check refuses but a missing topic (a configured default may
+    supply it)."""
+    from http_fallback.apns.model import Notification
+    from http_fallback.apns.protocol import prepare
+
+    if isinstance(message, Notification):
+        prepare(message, message.topic or "com.example.check")
+
+
+def _create_binary(settings: Any) -> Provider:
+    from http_fallback.apns.binary import create_provider
+
+    return create_provider(settings.environ())
+
+
+def _adapt_binary(payload: Mapping[str, Any]) -> Any:
+    """A Notification, refusing fields the binary interface has no place for."""
+    from http_fallback.apns.binary.client import check_fields
+
+    note = _notification(payload)
+    check_fields(note)
+    return note
+
+
+SPEC = ProviderSpec("apns", _create, command=_command, adapt=_notification, check=_check,
+                    summary="APNs HTTP/2")
+BINARY = ProviderSpec("apns-binary", _create_binary, adapt=_adapt_binary,
+                      summary="APNs binary interface")

@@ -1,0 +1,24 @@
+"""The `http` provider (FCM HTTP v1) as the gateway finds it: entry point ccs_gateway.providers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ccs.provider import Provider
+from ccs.registry import ProviderSpec
+
+
+def _command() -> Any:
+    from http_fallback.fcm.command import fcm
+
+    return fcm
+
+
+def _create(settings: Any) -> Provider:
+    from http_fallback.fcm import FcmClient, FcmConfig
+
+    return FcmClient(FcmConfig.from_env(settings.environ()))
+
+
+# No adapter: `ccs send` builds the v1 message itself; the router converts a CCS-shaped one.
+SPEC = ProviderSpec("http", _create, command=_command, summary="FCM HTTP v1")
