@@ -53,6 +53,14 @@ class RunningEmulator(Protocol):
     def stop(self) -> None: ...
 
 
+class Refused(Exception):
+    """A preflight's service answered and refused the credentials (`ccs send` exit 2, not 3)."""
+
+
+# Before `ccs send` starts it: (provider, timeout) -> None when the service answered in time,
+# else why it could not be reached; Refused when it refused the credentials.
+Preflight = Callable[[Provider, float], "str | None"]
+
 # `ccs emulate NAME`: port on 127.0.0.1 (0: any) -> a started emulator.
 EmulatorFactory = Callable[[int], RunningEmulator]
 
@@ -76,6 +84,7 @@ class ProviderSpec:
     emulator: EmulatorFactory | None = None
     # `ccs emulate NAME` with options of its own: returns a click command (used over emulator).
     command: Callable[[], Any] | None = None
+    preflight: Preflight | None = None
     summary: str = field(default="", compare=False)
 
 

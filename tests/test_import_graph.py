@@ -45,8 +45,7 @@ def test_finds_each_kind_of_import(tmp_path: Path) -> None:
 # Modules of ccs/ that still import http_fallback, each for a reason; the set only shrinks.
 # feedback: the webhook posts through http_fallback's HTTP/1.1 pool (the transport moves into
 # ccs/ with the layering). console.demo: the scripted demo starts the FCM and APNs emulators.
-# console.preflight: `ccs send` asks FCM's OAuth endpoint before sending.
-STILL_IMPORT_HTTP_FALLBACK = {"ccs.feedback", "ccs.console.demo", "ccs.console.preflight"}
+STILL_IMPORT_HTTP_FALLBACK = {"ccs.feedback", "ccs.console.demo"}
 
 
 def test_ccs_finds_providers_through_the_registry() -> None:

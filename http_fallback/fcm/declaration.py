@@ -14,6 +14,12 @@ def _command() -> Any:
     return fcm
 
 
+def _preflight(provider: Provider, timeout: float) -> str | None:
+    from http_fallback.fcm.preflight import token_endpoint
+
+    return token_endpoint(provider, timeout)
+
+
 def _create(settings: Any) -> Provider:
     from http_fallback.fcm import FcmClient, FcmConfig
 
@@ -21,4 +27,4 @@ def _create(settings: Any) -> Provider:
 
 
 # No adapter: `ccs send` builds the v1 message itself; the router converts a CCS-shaped one.
-SPEC = ProviderSpec("http", _create, command=_command, summary="FCM HTTP v1")
+SPEC = ProviderSpec("http", _create, command=_command, preflight=_preflight, summary="FCM HTTP v1")
