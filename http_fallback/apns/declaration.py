@@ -50,7 +50,19 @@ def _adapt_binary(payload: Mapping[str, Any]) -> Any:
     return note
 
 
-SPEC = ProviderSpec("apns", _create, command=_command, adapt=_notification, check=_check,
-                    summary="APNs HTTP/2")
+def _endpoints(settings: Any, first: str | None) -> list[tuple[str, int]]:
+    host = settings["apns.host"] or (
+        "api.sandbox.push.apple.com" if settings["apns.sandbox"] else "api.push.apple.com")
+    return [(host, settings["apns.port"] or 443)]
+
+
+def _endpoints_binary(settings: Any, first: str | None) -> list[tuple[str, int]]:
+    host = settings["apns.legacy_host"] or (
+        "gateway.sandbox.push.apple.com" if settings["apns.sandbox"] else "gateway.push.apple.com")
+    return [(host, settings["apns.legacy_port"] or 2195)]
+
+
+SPEC = ProviderSpec("apns", _create, adapt=_notification, check=_check, endpoints=_endpoints,
+                    command=_command, summary="APNs HTTP/2")
 BINARY = ProviderSpec("apns-binary", _create_binary, adapt=_adapt_binary,
-                      summary="APNs binary interface")
+                      endpoints=_endpoints_binary, summary="APNs binary interface")

@@ -7,6 +7,7 @@ from typing import Any
 from ccs.provider import Provider
 from ccs.registry import ProviderSpec
 from http_fallback.adapt import lazy
+from http_fallback.endpoints import of
 
 
 def _command() -> Any:
@@ -21,6 +22,11 @@ def _create(settings: Any) -> Provider:
     return C2dmClient(C2dmConfig.from_env(settings.environ()))
 
 
-SPEC = ProviderSpec("c2dm", _create, command=_command, adapt=lazy(
+def _endpoints(settings: Any, first: str | None) -> list[tuple[str, int]]:
+    return [of(settings["c2dm.login_url"] or "https://www.google.com/accounts/ClientLogin"),
+            of(settings["c2dm.url"] or "https://android.apis.google.com/c2dm/send")]
+
+
+SPEC = ProviderSpec("c2dm", _create, command=_command, endpoints=_endpoints, adapt=lazy(
     "http_fallback.c2dm.model", "C2dmMessage", {"message_id": "id", "to": "registration_id"}),
     summary="Android C2DM")

@@ -26,5 +26,12 @@ def _create(settings: Any) -> Provider:
     return FcmClient(FcmConfig.from_env(settings.environ()))
 
 
+def _endpoints(settings: Any, first: str | None) -> list[tuple[str, int]]:
+    from http_fallback.endpoints import of
+
+    return [of(settings["fcm.url"] or "https://fcm.googleapis.com")]
+
+
 # No adapter: `ccs send` builds the v1 message itself; the router converts a CCS-shaped one.
-SPEC = ProviderSpec("http", _create, command=_command, preflight=_preflight, summary="FCM HTTP v1")
+SPEC = ProviderSpec("http", _create, endpoints=_endpoints, command=_command,
+                    preflight=_preflight, summary="FCM HTTP v1")

@@ -7,6 +7,7 @@ from typing import Any
 from ccs.provider import Provider
 from ccs.registry import ProviderSpec
 from http_fallback.adapt import lazy
+from http_fallback.endpoints import of
 
 
 def _command() -> Any:
@@ -21,6 +22,10 @@ def _create(settings: Any) -> Provider:
     return LegacyClient(LegacyConfig.from_env(settings.environ()))
 
 
-SPEC = ProviderSpec("legacy", _create, command=_command, adapt=lazy(
+def _endpoints(settings: Any, first: str | None) -> list[tuple[str, int]]:
+    return [of(settings["legacy.url"] or "https://fcm.googleapis.com/fcm/send")]
+
+
+SPEC = ProviderSpec("legacy", _create, command=_command, endpoints=_endpoints, adapt=lazy(
     "http_fallback.legacy.model", "LegacyMessage",
     {"message_id": "id", "delivery_receipt_requested": None}), summary="legacy GCM HTTP")

@@ -8,6 +8,7 @@ from typing import Any
 from ccs.provider import Provider
 from ccs.registry import ProviderSpec
 from http_fallback.adapt import dataclass_adapter
+from http_fallback.endpoints import of
 
 KINDS = {"toast": "Toast", "tile": "Tile", "flip_tile": "FlipTile",
          "iconic_tile": "IconicTile", "cycle_tile": "CycleTile", "raw": "Raw"}
@@ -41,4 +42,9 @@ def _adapt(payload: Mapping[str, Any]) -> Any:
     return message({**rest, "notification": note})
 
 
-SPEC = ProviderSpec("mpns", _create, command=_command, adapt=_adapt, summary="Microsoft MPNS")
+def _endpoints(settings: Any, first: str | None) -> list[tuple[str, int]]:
+    return [of(first)] if first else []  # the channel URI names the host
+
+
+SPEC = ProviderSpec("mpns", _create, adapt=_adapt, endpoints=_endpoints, command=_command,
+                    summary="Microsoft MPNS")
