@@ -38,3 +38,15 @@ def test_a_registered_name_replaces_the_built_in_declaration() -> None:
     finally:
         registry.unregister("legacy")
     assert registry.spec("legacy") == built_in  # found again from its entry point
+
+
+def test_loading_the_settings_imports_no_built_in_provider() -> None:
+    """Built-in declarations load when first asked for, not with every `ccs` command."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ccs.settings import Settings; Settings.load(None, {}); "
+            "print(sorted(m for m in sys.modules if m.startswith('http_fallback')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
