@@ -53,6 +53,14 @@ class RunningEmulator(Protocol):
     def stop(self) -> None: ...
 
 
+class Refused(Exception):
+    """A preflight's service answered and refused the credentials (`ccs send` exit 2, not 3)."""
+
+
+# Before `ccs send` starts it: (provider, timeout) -> None when the service answered in time,
+# else why it could not be reached; Refused when it refused the credentials.
+Preflight = Callable[[Provider, float], "str | None"]
+
 # `ccs emulate NAME`: port on 127.0.0.1 (0: any) -> a started emulator.
 EmulatorFactory = Callable[[int], RunningEmulator]
 
@@ -74,13 +82,18 @@ class ProviderSpec:
     payload: PayloadBuilder | None = None
     endpoints: Callable[[Mapping[str, Any], str | None], list[tuple[str, int]]] | None = None
     emulator: EmulatorFactory | None = None
+    # `ccs emulate NAME` with options of its own: returns a click command (used over emulator).
+    command: Callable[[], Any] | None = None
+    preflight: Preflight | None = None
     summary: str = field(default="", compare=False)
 
 
-# Names the gateway ships (built in ccs.providers from their own packages).
+# Names the gateway ships: ccs (built into ccs.providers) and the http_fallback providers,
+# each declared in its own package and named by an entry point in setup.cfg.
 BUILTIN_NAMES = ("ccs", "http", "legacy", "c2dm", "mpns", "apns", "apns-binary")
 
 _specs: dict[str, ProviderSpec] = {}
+_tried: set[str] = set()  # names spec() looked up among the entry points
 
 
 def register(spec: ProviderSpec) -> None:
@@ -103,10 +116,19 @@ def register(spec: ProviderSpec) -> None:
 
 def unregister(name: str) -> None:
     _specs.pop(name, None)
+    _tried.discard(name)
 
 
 def spec(name: str) -> ProviderSpec | None:
-    return _specs.get(name)
+    """The declaration of `name`: registered, or loaded now from its entry point (the built-in
+    HTTP providers and APNs declare themselves so); ConfigError if that entry point fails."""
+    found = _specs.get(name)
+    if found is None and name not in _tried:
+        _tried.add(name)
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP, name=name):
+            _load_entry_point(ep)
+        found = _specs.get(name)
+    return found
 
 
 def specs() -> list[ProviderSpec]:
@@ -125,21 +147,26 @@ def declared_settings() -> tuple[Setting, ...]:
 
 def load_plugins(modules: list[str] | tuple[str, ...] = ()) -> None:
     """Import each module named (it registers its providers), then every installed entry point
-    of the `ccs_gateway.providers` group; ConfigError naming gateway.plugins if one fails."""
+    of the `ccs_gateway.providers` group but the built-in names'; ConfigError naming
+    gateway.plugins if one fails."""
     for module in modules:
         try:
             importlib.import_module(module)
         except Exception as exc:
             raise ConfigError("gateway.plugins", f"cannot import {module!r}: {exc}") from None
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in _specs:
-            continue  # loaded before, or a module named in CCS_PLUGINS declared it
-        where = f"{ep.name} = {ep.value}"
-        try:
-            _register_loaded(ep.name, ep.load())
-        except Exception as exc:
-            raise ConfigError("gateway.plugins", f"entry point {ENTRY_POINT_GROUP} "
-                                                 f"{where!r}: {exc}") from None
+        # A built-in name is known already and loads when spec() asks for it: importing every
+        # built-in package here would cost each `ccs` command about 0.14 s.
+        if ep.name not in _specs and ep.name not in BUILTIN_NAMES:
+            _load_entry_point(ep)
+
+
+def _load_entry_point(ep: importlib.metadata.EntryPoint) -> None:
+    try:
+        _register_loaded(ep.name, ep.load())
+    except Exception as exc:
+        raise ConfigError("gateway.plugins", f"entry point {ENTRY_POINT_GROUP} "
+                                             f"'{ep.name} = {ep.value}': {exc}") from None
 
 
 def _register_loaded(name: str, obj: Any) -> None:

@@ -70,3 +70,22 @@ def test_a_silent_fcm_token_endpoint_is_exit_3_within_connect_timeout(pki, tmp_p
     assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
     assert "did not answer within 2s" in r.stderr and "Traceback" not in r.stderr
     assert took < 20, took
+
+
+def test_fcm_refusing_the_credentials_is_exit_2_before_sending(pki, tmp_path: Path) -> None:
+    """The FCM declaration's preflight asks the token endpoint: a refusal is a usage error."""
+    from http_fallback.fcm.emulator import FcmEmulator
+
+    with FcmEmulator(pki, "proj-refuse") as fcm:
+        info = json.loads(Path(fcm.credentials_file).read_text())
+        info["private_key_id"] = "not-a-key-the-emulator-knows"
+        creds = tmp_path / "creds.json"
+        creds.write_text(json.dumps(info))
+        env = {"CCS_FCM_CREDENTIALS": str(creds), "CCS_FCM_URL": fcm.url,
+               "CCS_CA_FILE": pki.ca_file}
+        r = run_ccs(["send", "--via", "http", "t1", "--connect-timeout", "5"], env=env,
+                    timeout=60)
+        accepted, issued = fcm.messages_accepted, fcm.tokens_issued
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert "authentication refused" in r.stderr and "Traceback" not in r.stderr
+    assert (accepted, issued) == (0, 0)

@@ -221,6 +221,7 @@ def test_provider_models_built_from_stored_json() -> None:
     import dataclasses
 
     from ccs import providers
+    from http_fallback.adapt import dataclass_adapter
 
     @dataclasses.dataclass
     class Note:
@@ -228,7 +229,7 @@ def test_provider_models_built_from_stored_json() -> None:
         alert: str | None = None
 
     providers.register("apns-test", lambda env: LocalProvider("apns-test"),
-                       providers._dataclass_adapter(Note, {"to": "device", "message_id": None}))
+                       dataclass_adapter(Note, {"to": "device", "message_id": None}))
     try:
         assert providers.to_provider("apns-test", {"to": "d1", "alert": "hi",
                                                    "message_id": "x"}) == Note("d1", "hi")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import click
@@ -14,19 +12,35 @@ from ccs.errors import ConfigError
 
 
 class _WithPlugins(click.Group):
-    """The shipped emulators, then those declared by plugin providers (CCS_PLUGINS, entry
-    points): `ccs emulate NAME --port P` prints the emulator's info() as one JSON line."""
+    """ccs's emulator, the built-in providers' (each declaration's command, found through the
+    registry), then those plugin providers declare (CCS_PLUGINS, entry points): `ccs emulate
+    NAME --port P` prints the emulator's info() as one JSON line."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [*super().list_commands(ctx),  # --help: a bad setting hides plugins, no exit
-                *(n for n in _plugin_emulators(strict=False) if n not in self.commands)]
+        shipped = [*super().list_commands(ctx), *_builtin_commands()]
+        return [*sorted(shipped),  # --help: a bad setting hides plugins, no exit
+                *(n for n in _plugin_emulators(strict=False) if n not in shipped)]
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        found = super().get_command(ctx, name)
+        found = super().get_command(ctx, name) or _builtin_commands().get(name)
         if found is not None:
             return found
         make = _plugin_emulators(strict=True).get(name)
         return None if make is None else _plugin_command(name, make)
+
+
+def _builtin_commands() -> dict[str, click.Command]:
+    """The built-in providers' emulator commands by their own names (`http`'s is `fcm`);
+    no settings needed."""
+    from ccs import registry
+
+    found = {}
+    for name in registry.BUILTIN_NAMES:
+        declared = registry.spec(name)
+        if declared is not None and declared.command is not None:
+            command = declared.command()
+            found[command.name] = command
+    return found
 
 
 def _plugin_emulators(strict: bool) -> dict[str, Any]:
@@ -74,62 +88,6 @@ def _serve_until_signalled() -> None:
 @click.group(cls=_WithPlugins)
 def emulate() -> None:
     """Run a protocol-faithful emulator on loopback (prints its address and CA file)."""
-
-
-@emulate.command("fcm")
-@click.option("--port", default=0, show_default=True, help="TCP port on 127.0.0.1 (0: any).")
-@click.option("--project", default="emulated-project", show_default=True,
-              help="Firebase project id the emulator serves.")
-@click.option("--token-lifetime", default=3600, show_default=True,
-              help="Seconds an issued access token stays valid.")
-@click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
-              help="Where to write the CA and the service-account file (default: a temp dir).")
-@click.option("--record-limit", default=10_000, show_default=True,
-              help="How many requests the emulator remembers.")
-@click.option("--latency", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Seconds before every answer (a round trip to Google is about 0.05).")
-@click.option("--streams", type=click.IntRange(min=1), default=100, show_default=True,
-              help="SETTINGS_MAX_CONCURRENT_STREAMS on HTTP/2 connections.")
-@click.option("--goaway-after", type=click.IntRange(min=1), default=None,
-              help="Send GOAWAY on each HTTP/2 connection after this many requests.")
-@click.option("--http2/--no-http2", default=True, show_default=True,
-              help="Offer HTTP/2 (ALPN h2) besides HTTP/1.1.")
-def fcm(port: int, project: str, token_lifetime: int, directory: str | None,
-        record_limit: int, latency: float, streams: int, goaway_after: int | None,
-        http2: bool) -> None:
-    """FCM HTTP v1 with its OAuth token endpoint and the IID topic API, over HTTPS
-    (HTTP/1.1 and HTTP/2 on one port).
-
-    Prints one JSON line (host, port, url, ca_file, credentials, project), then serves until
-    SIGTERM or SIGINT.
-    """
-    import gevent
-    import gevent.event
-
-    from ccs.testing.pki import make_test_pki
-    from http_fallback.fcm.emulator import FcmEmulator
-
-    tmp = None
-    if directory is None:
-        tmp = tempfile.TemporaryDirectory(prefix="ccs-emulate-fcm-")
-        directory = tmp.name
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    pki = make_test_pki(Path(directory))
-    emulator = FcmEmulator(pki, project, port=port, token_lifetime=token_lifetime,
-                           record_limit=record_limit, latency=latency,
-                           max_concurrent_streams=streams, goaway_after=goaway_after,
-                           http2=http2).start()
-    account = emulator.create_service_account(str(Path(directory) / "service-account.json"))
-    click.echo(json.dumps({"emulator": "fcm", "host": "127.0.0.1", "port": emulator.port,
-                           "url": emulator.url, "ca_file": pki.ca_file,
-                           "credentials": account.path, "project": project}), nl=True)
-    stop = gevent.event.Event()
-    gevent.signal_handler(signal.SIGTERM, stop.set)
-    gevent.signal_handler(signal.SIGINT, stop.set)
-    stop.wait()
-    emulator.stop()
-    if tmp is not None:
-        tmp.cleanup()
 
 
 @emulate.command("ccs")
@@ -197,30 +155,3 @@ def ccs(host: str, port: int, pki_dir: str | None, sender_id: str, server_key: s
         click.echo(json.dumps(line))
         sys.stdout.flush()
         stop.wait()
-
-
-def _register_retired() -> None:
-    from ccs.console.emulate_retired import register
-
-    register(emulate)
-
-
-_register_retired()
-
-
-@emulate.command("apns")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=0, show_default=True, help="0 picks a free port")
-@click.option("--topic", default="com.example.app", show_default=True)
-@click.option("--key-id", default="EMULKEY123", show_default=True)
-@click.option("--team-id", default="EMULTEAM12", show_default=True)
-@click.option("--streams", default=1000, show_default=True,
-              help="SETTINGS_MAX_CONCURRENT_STREAMS once a token is accepted")
-@click.option("--dir", "directory", default=None, help="where to write the PKI and key")
-@click.option("--record/--no-record", default=True, show_default=True)
-def apns(host: str, port: int, topic: str, key_id: str, team_id: str, streams: int,
-         directory: str | None, record: bool) -> None:
-    """APNs provider API (HTTP/2) emulator; prints one JSON line, serves until SIGTERM."""
-    from http_fallback.apns.serve import run
-
-    run(host, port, topic, key_id, team_id, streams, directory, record)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from ccs import registry
 from ccs.message import build_message
@@ -172,30 +171,4 @@ def endpoints(via: str, env: dict[str, str], first_target: str | None,
     declared = registry.spec(via)
     if declared is not None and declared.endpoints is not None:
         return declared.endpoints(settings or {}, first_target)
-
-    def of(url: str) -> tuple[str, int]:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        return parts.hostname or "", port
-
-    if via == "http":
-        return [of(env.get("CCS_FCM_URL") or "https://fcm.googleapis.com")]
-    if via == "legacy":
-        return [of(env.get("CCS_LEGACY_URL") or "https://fcm.googleapis.com/fcm/send")]
-    if via == "c2dm":
-        return [of(env.get("CCS_C2DM_LOGIN_URL")
-                   or "https://www.google.com/accounts/ClientLogin"),
-                of(env.get("CCS_C2DM_URL") or "https://android.apis.google.com/c2dm/send")]
-    if via == "mpns" and first_target:
-        return [of(first_target)]
-    if via == "apns":
-        sandbox = env.get("CCS_APNS_SANDBOX", "").lower() in ("1", "true", "yes")
-        host = env.get("CCS_APNS_HOST") or (
-            "api.sandbox.push.apple.com" if sandbox else "api.push.apple.com")
-        return [(host, int(env.get("CCS_APNS_PORT") or 443))]
-    if via == "apns-binary":
-        sandbox = env.get("CCS_APNS_SANDBOX", "").lower() in ("1", "true", "yes")
-        host = env.get("CCS_APNS_LEGACY_HOST") or (
-            "gateway.sandbox.push.apple.com" if sandbox else "gateway.push.apple.com")
-        return [(host, int(env.get("CCS_APNS_LEGACY_PORT") or 2195))]
     return []

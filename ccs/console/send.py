@@ -336,11 +336,13 @@ def _start_provider(via: str, explicit: bool, settings: Any, env: dict[str, str]
     down = _reachable(endpoints(via, env, first, settings), timeout)
     if down is not None:
         _fail(EXIT_UNREACHABLE, f"could not reach {via} at {down}")
-    from ccs.console import preflight
+    from ccs import registry
 
-    try:
-        down = preflight.token_endpoint(provider, timeout)
-    except preflight.Refused as exc:
+    declared = registry.spec(via)
+    try:  # e.g. FCM's OAuth token endpoint, which would otherwise hold every message
+        down = declared.preflight(provider, timeout) \
+            if declared is not None and declared.preflight is not None else None
+    except registry.Refused as exc:
         _fail(EXIT_USAGE, f"authentication refused: {exc}")
     if down is not None:
         _fail(EXIT_UNREACHABLE, f"could not reach {via}: {down}")

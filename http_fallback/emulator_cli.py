@@ -1,4 +1,7 @@
-"""`ccs emulate legacy|c2dm|mpns`: the retired HTTP services on loopback, until SIGTERM."""
+"""`ccs emulate legacy|c2dm|mpns`: the retired HTTP services on loopback, until SIGTERM.
+
+Each provider's declaration names its command here (ProviderSpec.command); the console finds
+them through the registry."""
 
 from __future__ import annotations
 
@@ -97,8 +100,3 @@ def mpns(host: str, port: int, pki_dir: str | None, daily_limit: int) -> None:
         "authenticated_channel_base": f"{e.origin}/unthrottledthirdparty/01.00/",
         "ca_file": pki.ca_file, "client_cert_file": pki.client_cert_file,
         "client_key_file": pki.client_key_file})
-
-
-def register(group: click.Group) -> None:
-    for command in (legacy, c2dm, mpns):
-        group.add_command(command)

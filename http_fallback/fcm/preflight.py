@@ -3,7 +3,7 @@
 The FCM HTTP v1 provider fetches an OAuth token on its first send; an endpoint that takes the
 connection and never answers would hold every message for the provider's whole request budget
 and end as AUTH_ERROR. Asked here once, within --connect-timeout, it is exit 3 like any other
-service that cannot be reached.
+service that cannot be reached. The declaration names it as the provider's preflight.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from typing import Any
 
 import gevent
 
-
-class Refused(Exception):
-    """The token endpoint answered and refused the credentials (exit 2, not 3)."""
+from ccs.registry import Refused
 
 
 def token_endpoint(provider: Any, timeout: float) -> str | None:

@@ -1,0 +1,31 @@
+"""The `legacy` provider (legacy GCM/FCM HTTP) as the gateway finds it (entry point)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ccs.provider import Provider
+from ccs.registry import ProviderSpec
+from http_fallback.adapt import lazy
+from http_fallback.endpoints import of
+
+
+def _command() -> Any:
+    from http_fallback.emulator_cli import legacy
+
+    return legacy
+
+
+def _create(settings: Any) -> Provider:
+    from http_fallback.legacy import LegacyClient, LegacyConfig
+
+    return LegacyClient(LegacyConfig.from_env(settings.environ()))
+
+
+def _endpoints(settings: Any, first: str | None) -> list[tuple[str, int]]:
+    return [of(settings["legacy.url"] or "https://fcm.googleapis.com/fcm/send")]
+
+
+SPEC = ProviderSpec("legacy", _create, command=_command, endpoints=_endpoints, adapt=lazy(
+    "http_fallback.legacy.model", "LegacyMessage",
+    {"message_id": "id", "delivery_receipt_requested": None}), summary="legacy GCM HTTP")

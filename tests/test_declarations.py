@@ -1,0 +1,52 @@
+"""The built-in providers' declarations (http_fallback/<provider>/declaration.py), as the
+console reads them through the registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from ccs import registry
+from ccs.settings import Settings
+
+
+@pytest.mark.parametrize("name, changes, first, expected", [
+    ("http", {}, None, [("fcm.googleapis.com", 443)]),
+    ("http", {"fcm__url": "http://127.0.0.1:8080"}, None, [("127.0.0.1", 8080)]),
+    ("legacy", {}, None, [("fcm.googleapis.com", 443)]),
+    ("c2dm", {"c2dm__url": "https://127.0.0.1:9/c2dm/send"}, None,
+     [("www.google.com", 443), ("127.0.0.1", 9)]),
+    ("mpns", {}, "http://mpns.example:81/c/1", [("mpns.example", 81)]),
+    ("mpns", {}, None, []),
+    ("apns", {}, None, [("api.push.apple.com", 443)]),
+    ("apns", {"apns__sandbox": True, "apns__port": 2197}, None,
+     [("api.sandbox.push.apple.com", 2197)]),
+    ("apns-binary", {"apns__sandbox": True}, None, [("gateway.sandbox.push.apple.com", 2195)]),
+    ("apns-binary", {"apns__legacy_host": "127.0.0.1", "apns__legacy_port": 7}, None,
+     [("127.0.0.1", 7)]),
+])
+def test_endpoints_ccs_send_tries_first(name, changes, first, expected) -> None:
+    declared = registry.spec(name)
+    assert declared is not None and declared.endpoints is not None
+    assert declared.endpoints(Settings.defaults().replace(**changes), first) == expected
+
+
+def test_a_registered_name_replaces_the_built_in_declaration() -> None:
+    built_in = registry.spec("legacy")
+    registry.register(registry.ProviderSpec("legacy", lambda s: None))  # type: ignore[arg-type]
+    try:
+        assert registry.spec("legacy") is not built_in
+    finally:
+        registry.unregister("legacy")
+    assert registry.spec("legacy") == built_in  # found again from its entry point
+
+
+def test_loading_the_settings_imports_no_built_in_provider() -> None:
+    """Built-in declarations load when first asked for, not with every `ccs` command."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ccs.settings import Settings; Settings.load(None, {}); "
+            "print(sorted(m for m in sys.modules if m.startswith('http_fallback')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
