@@ -140,7 +140,7 @@ def test_config_from_env_names_bad_variables(tmp_path):
     with pytest.raises(ValueError, match="concurrency"):
         FcmConfig.from_env({**env, "CCS_FCM_CONCURRENCY": "0"})
     assert FcmConfig.from_env({**env, "CCS_FCM_CONNECTIONS": "6"}).connections == 6
-    assert FcmConfig.from_env(env).connections == 4 and FcmConfig.from_env(env).http2
+    assert FcmConfig.from_env(env).connections == 8 and FcmConfig.from_env(env).http2
     with pytest.raises(ValueError, match="CCS_FCM_CONNECTIONS"):
         FcmConfig.from_env({**env, "CCS_FCM_CONNECTIONS": "lots"})
     with pytest.raises(ValueError, match="connections"):
