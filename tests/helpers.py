@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -41,3 +42,14 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         gevent.sleep(0.005)
+
+
+def stop_gateways(killed: subprocess.Popen, survivor: subprocess.Popen) -> str:
+    """SIGTERM whichever of two `ccs run` processes still runs; wait for both; the survivor's
+    stderr."""
+    for p in (killed, survivor):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    err = survivor.communicate(timeout=30)[1]
+    killed.communicate(timeout=30)
+    return err

@@ -75,10 +75,7 @@ class HostileFcm(HostileApns):
                     if status in (429, 503):
                         headers.append(("retry-after", "0"))
                 self._reply(link, sid, token, status, body, headers)
-                self._adjust_limit(link, status)
-                if b.goaway_after and link.answered == b.goaway_after \
-                        and link.goaway_last is None:
-                    self._goaway(link)
+                self._answered(link, status)
             try:
                 link.sock.sendall(link.h2.data_to_send())
             except OSError:

@@ -258,10 +258,7 @@ class HostileApns:
                     body = json.dumps(doc).encode() + b" " * b.error_pad
                     headers.append(("content-type", "application/json"))
                 self._reply(link, sid, apns_id, status, body, headers)
-                self._adjust_limit(link, status)
-                if b.goaway_after and link.answered == b.goaway_after \
-                        and link.goaway_last is None:
-                    self._goaway(link)
+                self._answered(link, status)
             try:
                 link.sock.sendall(h2.data_to_send())
             except OSError:
@@ -283,6 +280,13 @@ class HostileApns:
         link.answered += 1
         self.answers[status] += 1
         self.by_id.setdefault(apns_id, []).append(status)
+
+    def _answered(self, link: _Link, status: int) -> None:
+        """After each answer: the limit may change, and the GOAWAY may be due."""
+        self._adjust_limit(link, status)
+        b = self.b
+        if b.goaway_after and link.answered == b.goaway_after and link.goaway_last is None:
+            self._goaway(link)
 
     def _adjust_limit(self, link: _Link, status: int) -> None:
         if not self.b.drop_to_one or not link.settled:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ccs.emulator import CcsEmulator
 from ccs.outbox.redis import RedisStore
-from tests.helpers import run_ccs, wait_until
+from tests.helpers import run_ccs, stop_gateways, wait_until
 from tests.test_gateway_redis import KEY, SENDER, gateway_env, start
 
 TOTAL = 5000
@@ -39,11 +39,7 @@ def test_two_gateways_on_the_cluster_one_killed(pki: Any, cluster_url: str) -> N
             wait_until(lambda: store.counts()["ok"] == TOTAL, timeout=90,
                        what="every message acked")
         finally:
-            for p in (a, b):
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            err = b.communicate(timeout=30)[1]
-            a.communicate(timeout=30)
+            err = stop_gateways(a, b)
         assert b.returncode == 0, err
         ids = {f"u{i:05d}" for i in range(TOTAL)}
         per_id = Counter(f["id"] for key in store.stream_keys("outcome")

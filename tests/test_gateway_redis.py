@@ -15,7 +15,7 @@ from gevent import subprocess
 from ccs.dispatcher import Dispatcher
 from ccs.emulator import CcsEmulator
 from ccs.outbox.redis import GROUP, RedisStore
-from tests.helpers import ROOT, ccs_env, run_ccs, wait_until
+from tests.helpers import ROOT, ccs_env, run_ccs, stop_gateways, wait_until
 from tests.redis_support import REDIS
 
 SENDER, KEY = "5550001234", "many-gateways-key"
@@ -95,11 +95,7 @@ def test_two_gateways_share_a_queue_and_survive_a_sigkill(pki: Any, redis_url: s
             wait_until(lambda: store.counts()["ok"] == TOTAL, timeout=90,
                        what="every message acked")
         finally:
-            for p in (a, b):
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            err = b.communicate(timeout=30)[1]
-            a.communicate(timeout=30)
+            err = stop_gateways(a, b)
         assert b.returncode == 0, err
         c = store.counts()
         assert (c["queued"], c["in_flight"], c["failed"], c["unknown"]) == (0, 0, 0, 0)
