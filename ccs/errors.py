@@ -10,3 +10,11 @@ class ConfigError(Exception):
         super().__init__(f"{key}: {reason}")
         self.key = key
         self.reason = reason
+
+
+class RouteError(ValueError):
+    """A message cannot be accepted or routed; `field` names what is wrong."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from itertools import accumulate
 from typing import Any
 
-from ccs.router import RouteError
+from ccs.errors import RouteError
 
 MAX_DEPTH = 32  # objects and arrays inside one another in one message (APNs needs about 4)
 MAX_MESSAGE_BYTES = 64 * 1024  # one message as compact JSON; providers allow 4-5 KB of payload

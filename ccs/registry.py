@@ -88,7 +88,7 @@ class ProviderSpec:
     summary: str = field(default="", compare=False)
 
 
-# Names the gateway ships: ccs (built into ccs.providers) and the http_fallback providers,
+# Names the gateway ships: ccs (built into ccs.gateway.providers) and the http_fallback providers,
 # each declared in its own package and named by an entry point in setup.cfg.
 BUILTIN_NAMES = ("ccs", "http", "legacy", "c2dm", "mpns", "apns", "apns-binary")
 

@@ -17,7 +17,7 @@ import gevent
 from gevent.event import Event
 
 from ccs.testing.pki import make_test_pki
-from ccs.tls import server_context
+from ccs.transport.tls import server_context
 
 
 def _serve(emulator: Any, info: dict[str, Any]) -> None:

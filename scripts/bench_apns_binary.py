@@ -91,8 +91,8 @@ def payload(i: int) -> bytes:
 
 
 def run_raw(pki_dir: str, count: int) -> dict:
+    from ccs.transport.h2conn import open_tls
     from http_fallback.apns.binary.frames import encode_frame, parse_error
-    from http_fallback.transport.h2conn import open_tls
 
     gw = Gateway(pki_dir, count)
     frames = [encode_frame(i + 1, 0, tok(i), payload(i)) for i in range(count)]
@@ -144,8 +144,8 @@ def run_ours(pki_dir: str, count: int, bad_every: int = 0, shutdown_every: int =
 
 def run_gateway(pki_dir: str, count: int, concurrency: int) -> dict:
     """The whole gateway: enqueue `count` on an apns-binary lane, wait for every outcome."""
-    from ccs.settings import Settings
-    from ccs.supervisor import Supervisor
+    from ccs.gateway.settings import Settings
+    from ccs.gateway.supervisor import Supervisor
 
     gw = Gateway(pki_dir, count)
     p = Path(pki_dir)

@@ -43,8 +43,8 @@ def start_emulator(ack_delay: float) -> tuple[subprocess.Popen[str], dict]:
 def run_ours(info: dict, count: int, connections: int) -> tuple[float, float]:
     import gevent
 
-    from ccs.client import CcsClient, CcsConfig
-    from ccs.message import build_message
+    from ccs.xmpp.client import CcsClient, CcsConfig
+    from ccs.xmpp.message import build_message
 
     client = CcsClient(CcsConfig(sender_id=SENDER, server_key=KEY, host=info["host"],
                                  port=info["port"], ca_file=info["ca_file"],

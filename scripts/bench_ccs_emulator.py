@@ -26,7 +26,7 @@ from gevent.queue import Queue
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ccs.tls import client_context  # noqa: E402
+from ccs.transport.tls import client_context  # noqa: E402
 
 ACK = b'"message_type":"ack"'
 OPEN = (b"<stream:stream to='gcm.googleapis.com' version='1.0' xmlns='jabber:client' "

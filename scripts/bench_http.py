@@ -97,8 +97,8 @@ def run_ours(info: dict, count: int, args: argparse.Namespace, http2: bool) -> d
 def run_ceiling(info: dict, count: int, args: argparse.Namespace) -> dict:
     import gevent
 
+    from ccs.transport.http11 import HttpClient
     from http_fallback.fcm.auth import ServiceAccount, TokenSource
-    from http_fallback.transport.http11 import HttpClient
 
     http = HttpClient(ca_file=info["ca_file"])
     token = TokenSource(ServiceAccount.load(info["credentials"]), http).get()
@@ -133,8 +133,8 @@ class MiniH2:
         from h2.config import H2Configuration
         from h2.connection import H2Connection
 
-        from ccs.tls import client_context
-        from http_fallback.transport.h2conn import _PlainEncoder as PlainEncoder
+        from ccs.transport.h2conn import _PlainEncoder as PlainEncoder
+        from ccs.transport.tls import client_context
 
         ctx = client_context(self.info["ca_file"], alpn=["h2"])
         sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", self.info["port"])),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import timeit
 
-from ccs.message import build_message, validate_downstream
+from ccs.xmpp.message import build_message, validate_downstream
 
 TOKEN = "bk3RNwTe3H0:CI2k_HHwgIpoDKCIZvvDMExUdFQ3P1" + "x" * 110  # ~152 chars like real tokens
 

@@ -39,10 +39,10 @@ def run(info: dict, store_kind: str, count: int, producers: int, connections: in
         concurrency: int = 500) -> float:
     import gevent
 
-    from ccs.outbox import MemoryStore
-    from ccs.outbox.sqlite import SqliteStore
-    from ccs.settings import Settings
-    from ccs.supervisor import Supervisor
+    from ccs.gateway.outbox import MemoryStore
+    from ccs.gateway.outbox.sqlite import SqliteStore
+    from ccs.gateway.settings import Settings
+    from ccs.gateway.supervisor import Supervisor
 
     tmp = tempfile.mkdtemp(prefix="bench-outbox-")
     settings = Settings.defaults().replace(

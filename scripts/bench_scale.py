@@ -41,7 +41,7 @@ from scripts.scale_support import (  # noqa: E402
 
 def run(n: int, count: int, outbox: str, timeout: float, connections: int,
         shards: int | None = None) -> float:
-    from ccs.outbox import open_store
+    from ccs.gateway.outbox import open_store
 
     emus = [emulator() for _ in range(n)]
     extra = {"CCS_OUTBOX_SHARDS": str(shards)} if shards else {}

@@ -7,7 +7,11 @@ module, else of `pkg`. Importing `a.b.c` runs `a/__init__` and `a/b/__init__` to
 as well. Prints the package-level graph, then every cycle among modules (one per strongly
 connected component: a shortest circle through it, plus the component's size).
 
-    python scripts/import_graph.py            # exit status 1 when there is a cycle
+Then the layers: each module belongs to one (LAYERS, lowest first) and may import only its own
+layer and the ones below; the CCS provider (ccs.xmpp) and the HTTP providers (http_fallback) are
+siblings that never import each other. Every import that breaks this is listed.
+
+    python scripts/import_graph.py            # exit status 1 on a cycle or a layer broken
 """
 
 from __future__ import annotations
@@ -147,7 +151,7 @@ def cycles(root: Path = ROOT) -> list[list[str]]:
 
 
 def package_graph(graph: dict[str, set[str]], depth: int = 2) -> dict[str, set[str]]:
-    """Packages `depth` names deep (2: ccs.emulator, http_fallback.fcm, ...) -> the packages
+    """Packages `depth` names deep (2: ccs.xmpp.emulator, http_fallback.fcm, ...) -> the packages
     they import."""
     def pkg(mod: str) -> str:
         return ".".join(mod.split(".")[:depth])
@@ -155,6 +159,38 @@ def package_graph(graph: dict[str, set[str]], depth: int = 2) -> dict[str, set[s
     out: dict[str, set[str]] = defaultdict(set)
     for mod, targets in graph.items():
         out[pkg(mod)].update(pkg(t) for t in targets if pkg(t) != pkg(mod))
+    return out
+
+
+# (layer, level, module prefixes); a module takes the layer of its longest matching prefix.
+LAYERS: list[tuple[str, int, tuple[str, ...]]] = [
+    ("seam", 0, ("ccs", "ccs.testing")),
+    ("transport", 1, ("ccs.transport",)),
+    ("ccs provider", 2, ("ccs.xmpp",)),
+    ("http providers", 2, ("http_fallback",)),
+    ("gateway", 3, ("ccs.gateway",)),
+    ("console", 4, ("ccs.console", "ccs.__main__")),
+]
+
+
+def layer_of(module: str) -> tuple[str, int]:
+    best: tuple[int, str, int] = (-1, "", 0)
+    for name, level, prefixes in LAYERS:
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best[0]:
+                best = (len(prefix), name, level)
+    return best[1], best[2]
+
+
+def layer_breaks(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(importer, imported) pairs that reach up a layer or across to a sibling."""
+    out = []
+    for mod, targets in sorted(graph.items()):
+        name, level = layer_of(mod)
+        for target in sorted(targets):
+            t_name, t_level = layer_of(target)
+            if t_level > level or (t_level == level and t_name != name):
+                out.append((mod, target))
     return out
 
 
@@ -172,7 +208,13 @@ def main() -> int:
     for comp in comps:
         circle = shortest_cycle(graph, comp)
         print(f"{' -> '.join(circle)}  ({len(comp)} modules: {', '.join(comp)})")
-    return 1 if comps else 0
+    print("\n# layers, lowest first: " + "; ".join(
+        f"{level} {name} ({', '.join(prefixes)})" for name, level, prefixes in LAYERS))
+    breaks = layer_breaks(graph)
+    print(f"# imports against the layers: {len(breaks)}")
+    for importer, imported in breaks:
+        print(f"{importer} -> {imported}")
+    return 1 if comps or breaks else 0
 
 
 if __name__ == "__main__":

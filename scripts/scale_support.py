@@ -123,7 +123,7 @@ class Gateways:
 
 def make_messages(count: int, chunk: int, lane: str = "fcm", prefix: str = "m"
                   ) -> Iterator[list[Any]]:
-    from ccs.dispatcher import Dispatcher
+    from ccs.gateway.dispatcher import Dispatcher
 
     now = time.time()
     for start in range(0, count, chunk):
@@ -146,8 +146,8 @@ def redis_latency(n: int = 5000) -> tuple[float, float]:
     """Microseconds per PING: on a gevent socket, and through gevent's threadpool."""
     import redis
 
-    from ccs.outbox.redis_conn import connect
-    from ccs.outbox.redis_url import parse
+    from ccs.gateway.outbox.redis_conn import connect
+    from ccs.gateway.outbox.redis_url import parse
 
     g = connect(parse(REDIS))
     g.ping()

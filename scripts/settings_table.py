@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ccs.settings import rst_table  # noqa: E402
+from ccs.gateway.settings import rst_table  # noqa: E402
 
 START, END = ".. settings-table-start\n", ".. settings-table-end\n"
 PAGE = ROOT / "docs" / "settings.rst"

@@ -35,7 +35,7 @@ import gevent
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ccs.outbox.base import StoreUnavailable  # noqa: E402
+from ccs.gateway.outbox.base import StoreUnavailable  # noqa: E402
 from scripts.scale_support import KEY, REDIS, SENDER, Gateways, cleanup  # noqa: E402
 
 KEY_ID, TEAM_ID, TOPIC = "SOAKKEY123", "SOAKTEAM12", "com.example.soak"
@@ -53,9 +53,9 @@ class Soak:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec
 
-        from ccs.emulator import CcsEmulator
-        from ccs.outbox.redis import RedisStore
+        from ccs.gateway.outbox.redis import RedisStore
         from ccs.testing.pki import make_test_pki
+        from ccs.xmpp.emulator import CcsEmulator
         from http_fallback.apns.emulator import ApnsEmulator
         from http_fallback.fcm.emulator import FcmEmulator
 
@@ -108,7 +108,7 @@ class Soak:
 
     # the load
     def produce(self) -> None:
-        from ccs.dispatcher import Dispatcher
+        from ccs.gateway.dispatcher import Dispatcher
 
         per_tick = max(1, self.args.rate // 10)
         n = 0
@@ -265,7 +265,7 @@ class Soak:
 
     def print_stuck(self, most: int = 10) -> None:
         """What holds the queue: each unfinished record, its stream entry and pending state."""
-        from ccs.outbox.redis import GROUP
+        from ccs.gateway.outbox.redis import GROUP
 
         r, shown = self.store.redis, 0
         for mid in sorted(self.accepted):

@@ -12,7 +12,7 @@ from gevent import socket
 from gevent.queue import Empty, Queue
 from lxml import etree
 
-from ccs.tls import client_context
+from ccs.transport.tls import client_context
 
 GCM = "{google:mobile:data}gcm"
 STREAM_OPEN = (b"<stream:stream to='gcm.googleapis.com' version='1.0' xmlns='jabber:client' "

@@ -17,8 +17,8 @@ import gevent
 from gevent import subprocess
 from gevent.pool import Pool
 
-from ccs.emulator import CcsEmulator
-from http_fallback.transport.http11 import HttpError, HttpPool
+from ccs.transport.http11 import HttpError, HttpPool
+from ccs.xmpp.emulator import CcsEmulator
 from tests.helpers import ROOT, ccs_env, wait_until
 
 SENDER, KEY = "5550001616", "chat-example-key"

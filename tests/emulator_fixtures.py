@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ccs.emulator import CcsEmulator
+from ccs.xmpp.emulator import CcsEmulator
 from tests.ccs_raw import RawCcs
 
 

@@ -12,7 +12,7 @@ from h2 import events as ev
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 
-from ccs.tls import client_context
+from ccs.transport.tls import client_context
 
 
 class _Graceful(H2Connection):

@@ -21,7 +21,7 @@ import gevent
 from gevent import socket, ssl
 from gevent.server import StreamServer
 
-from ccs.tls import server_context
+from ccs.transport.tls import server_context
 from http_fallback.apns.binary.frames import FrameError, FrameReader, encode_error
 
 

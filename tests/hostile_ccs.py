@@ -17,7 +17,7 @@ from xml.sax.saxutils import escape, unescape
 from gevent.event import Event
 from gevent.server import StreamServer
 
-from ccs.tls import server_context
+from ccs.transport.tls import server_context
 
 HEADER = (b"<?xml version='1.0'?><stream:stream from='gcm.googleapis.com' id='h%d' "
           b"version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")

@@ -28,7 +28,7 @@ from h2.exceptions import FlowControlError, ProtocolError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
-from ccs.tls import server_context
+from ccs.transport.tls import server_context
 
 MCS = SettingCodes.MAX_CONCURRENT_STREAMS
 # token number % 20 -> (status, reason): a quarter of tokens are refused

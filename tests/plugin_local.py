@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-from ccs import providers
-from ccs.settings import PROVIDER_NAMES
+from ccs.gateway import providers
+from ccs.gateway.settings import PROVIDER_NAMES
 from tests.providers import LocalProvider
 
 for _name in PROVIDER_NAMES:

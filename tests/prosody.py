@@ -27,7 +27,7 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from ccs.testing.pki import TestPKI
-from ccs.tls import client_context
+from ccs.transport.tls import client_context
 from tests.helpers import wait_until
 
 HOST = "127.0.0.1"

@@ -8,10 +8,10 @@ from typing import Any
 import gevent
 import pytest
 
-from ccs.admin.client import AdminClient, AdminError
-from ccs.outbox import MemoryStore
-from ccs.settings import ConfigError, Settings
-from ccs.supervisor import Supervisor
+from ccs.gateway.admin.client import AdminClient, AdminError
+from ccs.gateway.outbox import MemoryStore
+from ccs.gateway.settings import ConfigError, Settings
+from ccs.gateway.supervisor import Supervisor
 from tests.helpers import wait_until
 from tests.providers import LocalProvider
 

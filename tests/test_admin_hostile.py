@@ -15,11 +15,11 @@ from gevent import socket
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ccs.admin.client import AdminClient, AdminError
+from ccs.gateway.admin.client import AdminClient, AdminError
+from ccs.gateway.outbox import MemoryStore
+from ccs.gateway.settings import ConfigError, Settings
+from ccs.gateway.supervisor import Supervisor
 from ccs.limits import MAX_DEPTH
-from ccs.outbox import MemoryStore
-from ccs.settings import ConfigError, Settings
-from ccs.supervisor import Supervisor
 from tests.helpers import wait_until
 from tests.providers import LocalProvider
 from tests.test_admin import TOKEN, Drainable, in_thread

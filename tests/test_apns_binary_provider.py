@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from ccs.gateway.settings import Settings
+from ccs.gateway.supervisor import Supervisor
 from ccs.outcome import Status, TokenEventKind
-from ccs.settings import Settings
-from ccs.supervisor import Supervisor
 from http_fallback.apns.binary.emulator import BinaryEmulator
 from tests.helpers import run_ccs, wait_until
 

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from ccs.tls import client_context
+from ccs.transport.h2conn import H2Channel, client_config, open_tls
+from ccs.transport.tls import client_context
 from http_fallback.apns.emulator_rules import check_request
-from http_fallback.transport.h2conn import H2Channel, client_config, open_tls
 from tests.apns_support import TOPIC, emulator, token
 
 OK_HEADERS = [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"x"),

@@ -9,7 +9,8 @@ import urllib.parse
 import pytest
 
 from ccs.outcome import Status, TokenEventKind
-from ccs.tls import server_context
+from ccs.transport.http11 import HttpClient
+from ccs.transport.tls import server_context
 from http_fallback.c2dm import protocol
 from http_fallback.c2dm.client import C2dmClient, C2dmConfig
 from http_fallback.c2dm.emulator import C2dmEmulator
@@ -17,7 +18,6 @@ from http_fallback.c2dm.model import C2dmMessage, MessageError
 from http_fallback.c2dm.protocol import Action
 from http_fallback.emulator_base import HttpEmulator, Reply
 from http_fallback.retry_policy import Backoff
-from http_fallback.transport.http11 import HttpClient
 from tests.helpers import wait_until
 
 EMAIL, PASSWORD = "sender@example.com", "s3cret-Passw0rd"

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ccs.feedback import sign, verify
-from ccs.settings import Settings, mask_urls
+from ccs.gateway.feedback import sign, verify
+from ccs.gateway.settings import Settings, mask_urls
 from tests.helpers import ROOT, ccs_env, run_ccs
 
 
@@ -37,7 +37,7 @@ def test_credentials_in_urls_are_masked_everywhere(tmp_path: Path) -> None:
         assert "alice:***@hooks.example" in r.stdout
     s = Settings.load(None, env)
     assert "hunter2" not in repr(s)
-    from ccs.feedback import Webhook
+    from ccs.gateway.feedback import Webhook
 
     assert "hunter2" not in repr(Webhook(env["CCS_WEBHOOK_URL"], "secret"))
 
@@ -89,7 +89,7 @@ def test_log_level_debug_is_a_setting(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         seen.append(proc.communicate(timeout=20)[1])
         assert proc.returncode == 0
-        assert ("DEBUG ccs.supervisor: started" in "".join(seen)) is shown, seen
+        assert ("DEBUG ccs.gateway.supervisor: started" in "".join(seen)) is shown, seen
     r = run_ccs(["settings"], env={"CCS_LOG_LEVEL": "loud"})
     assert r.returncode == 2 and "CCS_LOG_LEVEL" in r.stderr
 

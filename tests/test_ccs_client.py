@@ -6,10 +6,10 @@ import contextlib
 
 import pytest
 
-from ccs.client import CcsClient, CcsConfig
-from ccs.emulator import CcsEmulator
-from ccs.message import InvalidMessage, build_message
 from ccs.outcome import Status, TokenEventKind
+from ccs.xmpp.client import CcsClient, CcsConfig
+from ccs.xmpp.emulator import CcsEmulator
+from ccs.xmpp.message import InvalidMessage, build_message
 from tests.helpers import wait_until
 
 SENDER, KEY = "4815162342", "test-server-key"
@@ -262,9 +262,9 @@ def test_stop_resolves_everything(emu):
 MONKEY_SCRIPT = """
 from gevent import monkey; monkey.patch_all()
 import sys, threading
-from ccs.client import CcsClient, CcsConfig
-from ccs.emulator import CcsEmulator
-from ccs.message import build_message
+from ccs.xmpp.client import CcsClient, CcsConfig
+from ccs.xmpp.emulator import CcsEmulator
+from ccs.xmpp.message import build_message
 with CcsEmulator(sender_id="1", server_key="k") as emu:
     c = CcsClient(CcsConfig(sender_id="1", server_key="k", host="localhost", port=emu.port,
                             ca_file=emu.ca_file, connections=2))

@@ -17,14 +17,14 @@ import gevent
 import gevent.event
 import pytest
 
-import ccs.outbox.redis as redis_outbox
-from ccs.dispatcher import Stopping
-from ccs.embed import Embedded
-from ccs.emulator import CcsEmulator
-from ccs.outbox import MemoryStore
-from ccs.outbox.redis import RedisStore
-from ccs.settings import ConfigError, Settings
-from ccs.supervisor import Supervisor
+import ccs.gateway.outbox.redis as redis_outbox
+from ccs.gateway.dispatcher import Stopping
+from ccs.gateway.embed import Embedded
+from ccs.gateway.outbox import MemoryStore
+from ccs.gateway.outbox.redis import RedisStore
+from ccs.gateway.settings import ConfigError, Settings
+from ccs.gateway.supervisor import Supervisor
+from ccs.xmpp.emulator import CcsEmulator
 from examples.chat.app import answer_id, create_app, setup
 from tests.helpers import ROOT, ccs_env, wait_until
 from tests.providers import LocalProvider

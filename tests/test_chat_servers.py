@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import redis
 
-from ccs.emulator import CcsEmulator
-from ccs.outbox.base import Record
-from ccs.outbox.redis import RedisStore
-from ccs.outbox.sqlite import SqliteStore
+from ccs.gateway.outbox.base import Record
+from ccs.gateway.outbox.redis import RedisStore
+from ccs.gateway.outbox.sqlite import SqliteStore
+from ccs.xmpp.emulator import CcsEmulator
 from examples.chat.app import answer_id
 from tests.chat_support import (
     KEY,

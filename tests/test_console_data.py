@@ -10,7 +10,7 @@ import click
 import pytest
 
 from ccs.console.common import parse_data
-from ccs.emulator import CcsEmulator
+from ccs.xmpp.emulator import CcsEmulator
 from tests.helpers import run_ccs
 
 SENDER, KEY = "99887766", "console-key"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from ccs.emulator import CcsEmulator
-from ccs.tls import server_context
+from ccs.transport.tls import server_context
+from ccs.xmpp.emulator import CcsEmulator
 from tests.apns_support import KEY_ID, KEY_PEM, TEAM_ID, TOPIC, emulator, token
 from tests.helpers import run_ccs
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ccs.emulator import CcsEmulator
+from ccs.xmpp.emulator import CcsEmulator
 from tests.helpers import run_ccs
 
 SENDER, KEY = "99887766", "console-key"

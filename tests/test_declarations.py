@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ccs import registry
-from ccs.settings import Settings
+from ccs.gateway.settings import Settings
 
 
 @pytest.mark.parametrize("name, changes, first, expected", [
@@ -45,7 +45,7 @@ def test_loading_the_settings_imports_no_built_in_provider() -> None:
     import subprocess
     import sys
 
-    code = ("import sys; from ccs.settings import Settings; Settings.load(None, {}); "
+    code = ("import sys; from ccs.gateway.settings import Settings; Settings.load(None, {}); "
             "print(sorted(m for m in sys.modules if m.startswith('http_fallback')))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ccs.emulator import CcsEmulator
+from ccs.xmpp.emulator import CcsEmulator
 from tests.ccs_raw import CLOSED, gcm_stanza
 
 STANZA_TEXT = "{urn:ietf:params:xml:ns:xmpp-stanzas}text"

@@ -20,7 +20,7 @@ from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from ccs.emulator import CcsEmulator
+from ccs.xmpp.emulator import CcsEmulator
 from tests.helpers import wait_until
 
 GCM = "{google:mobile:data}gcm"

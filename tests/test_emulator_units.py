@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ccs.emulator.record import Record
-from ccs.emulator.rules import Rejection, Script, check_downstream
-from ccs.emulator.stanzas import gcm_text
-from ccs.emulator.xmlstream import (
+from ccs.xmpp.emulator.record import Record
+from ccs.xmpp.emulator.rules import Rejection, Script, check_downstream
+from ccs.xmpp.emulator.stanzas import gcm_text
+from ccs.xmpp.emulator.xmlstream import (
     StanzaReceived,
     StreamClosed,
     StreamOpened,

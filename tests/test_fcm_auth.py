@@ -9,10 +9,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ccs.outcome import Status
+from ccs.transport.http11 import HttpClient
 from http_fallback.fcm import Message
 from http_fallback.fcm.auth import AuthError, ServiceAccount, TokenSource
 from http_fallback.fcm.emulator import FcmEmulator
-from http_fallback.transport.http11 import HttpClient
 from tests.fcm_helpers import client_for, sends
 from tests.helpers import wait_until
 

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from ccs.transport.http11 import HttpClient
 from http_fallback.fcm import Message
 from http_fallback.fcm.emulator import FcmEmulator
-from http_fallback.transport.http11 import HttpClient
 from tests.fcm_helpers import client_for
 from tests.helpers import ROOT, ccs_env
 

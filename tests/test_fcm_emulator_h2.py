@@ -10,8 +10,8 @@ import httpx
 import pytest
 from h2 import events as ev
 
+from ccs.transport.http11 import HttpClient
 from http_fallback.fcm.emulator import FcmEmulator
-from http_fallback.transport.http11 import HttpClient
 from tests.fcm_helpers import client_for, sends
 from tests.h2_raw import RawH2
 from tests.helpers import wait_until

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from gevent.pywsgi import WSGIServer
 
-from ccs.feedback import SIGNATURE_HEADER, Webhook, backoff, sign, verify
-from ccs.outbox import MemoryStore
-from ccs.outbox.sqlite import SqliteStore
-from ccs.settings import ConfigError, Settings
-from ccs.supervisor import Supervisor
-from ccs.tls import server_context
+from ccs.gateway.feedback import SIGNATURE_HEADER, Webhook, backoff, sign, verify
+from ccs.gateway.outbox import MemoryStore
+from ccs.gateway.outbox.sqlite import SqliteStore
+from ccs.gateway.settings import ConfigError, Settings
+from ccs.gateway.supervisor import Supervisor
+from ccs.transport.tls import server_context
 from tests.helpers import wait_until
 from tests.providers import LocalProvider
 

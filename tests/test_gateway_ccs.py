@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from gevent import subprocess
 
-from ccs.emulator import CcsEmulator
+from ccs.gateway.settings import Settings
+from ccs.gateway.supervisor import Supervisor
 from ccs.outcome import Status
-from ccs.settings import Settings
-from ccs.supervisor import Supervisor
+from ccs.xmpp.emulator import CcsEmulator
 from tests.helpers import ROOT, ccs_env, wait_until
 from tests.test_feedback import SECRET, Receiver
 
@@ -171,7 +171,7 @@ def test_fcm_falls_back_to_http_when_ccs_is_down(emu: Any, pki: Any, tmp_path: P
 
 
 def test_mpns_lane_through_the_gateway_to_the_mpns_emulator(pki: Any, tmp_path: Path) -> None:
-    from ccs.tls import server_context
+    from ccs.transport.tls import server_context
     from http_fallback.mpns.emulator import MpnsEmulator
 
     ctx = server_context(pki.cert_file, pki.key_file, client_ca_file=pki.ca_file)
@@ -231,7 +231,7 @@ def test_apns_lane_through_the_gateway_to_the_apns_emulator(pki: Any, tmp_path: 
 
 
 def test_legacy_http_as_the_fcm_fallback(emu: Any, pki: Any, tmp_path: Path) -> None:
-    from ccs.tls import server_context
+    from ccs.transport.tls import server_context
     from http_fallback.legacy.emulator import LegacyEmulator
 
     emu.set_faults(refuse_auth=True)
@@ -260,7 +260,7 @@ def test_legacy_http_as_the_fcm_fallback(emu: Any, pki: Any, tmp_path: Path) -> 
 
 
 def test_c2dm_lane_through_the_gateway_to_the_c2dm_emulator(pki: Any, tmp_path: Path) -> None:
-    from ccs.tls import server_context
+    from ccs.transport.tls import server_context
     from http_fallback.c2dm.emulator import C2dmEmulator
 
     ctx = server_context(pki.cert_file, pki.key_file)

@@ -8,8 +8,8 @@ import signal
 from collections import Counter
 from typing import Any
 
-from ccs.emulator import CcsEmulator
-from ccs.outbox.redis import RedisStore
+from ccs.gateway.outbox.redis import RedisStore
+from ccs.xmpp.emulator import CcsEmulator
 from tests.helpers import run_ccs, stop_gateways, wait_until
 from tests.test_gateway_redis import KEY, SENDER, gateway_env, start
 

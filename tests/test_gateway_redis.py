@@ -12,9 +12,9 @@ from typing import Any
 import redis
 from gevent import subprocess
 
-from ccs.dispatcher import Dispatcher
-from ccs.emulator import CcsEmulator
-from ccs.outbox.redis import GROUP, RedisStore
+from ccs.gateway.dispatcher import Dispatcher
+from ccs.gateway.outbox.redis import GROUP, RedisStore
+from ccs.xmpp.emulator import CcsEmulator
 from tests.helpers import ROOT, ccs_env, run_ccs, stop_gateways, wait_until
 from tests.redis_support import REDIS
 

@@ -8,7 +8,7 @@ from h2.settings import SettingCodes, Settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from http_fallback.transport.h2conn import FastH2Connection, client_config
+from ccs.transport.h2conn import FastH2Connection, client_config
 
 HEADERS = [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"x"),
            (b":path", b"/")]
@@ -73,7 +73,7 @@ def test_server_refuses_above_its_limit():
 def test_literal_encoder_round_trips_and_leaves_the_table_empty():
     from hpack import Decoder, NeverIndexedHeaderTuple
 
-    from http_fallback.transport.h2conn import LiteralEncoder
+    from ccs.transport.h2conn import LiteralEncoder
 
     enc, dec = LiteralEncoder(), Decoder()
     block = [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"api.example"),
@@ -94,7 +94,7 @@ def test_literal_encoder_round_trips_and_leaves_the_table_empty():
 def test_send_all_tells_nothing_written_from_a_failure_part_way():
     import socket
 
-    from http_fallback.transport.h2conn import NothingWritten, _send_all
+    from ccs.transport.h2conn import NothingWritten, _send_all
 
     a, b = socket.socketpair()
     try:

@@ -19,7 +19,7 @@ from h2.connection import H2Connection
 from hpack import Encoder
 
 from ccs.outcome import Status
-from ccs.tls import server_context
+from ccs.transport.tls import server_context
 from http_fallback.apns.auth import certificate_context
 from http_fallback.apns.binary.client import BinaryClient
 from http_fallback.apns.binary.feedback import Feedback

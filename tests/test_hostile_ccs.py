@@ -13,9 +13,9 @@ from xml.sax.saxutils import escape
 import pytest
 from gevent.server import StreamServer
 
-from ccs.client import CcsClient, CcsConfig
-from ccs.message import build_message
 from ccs.outcome import Status
+from ccs.xmpp.client import CcsClient, CcsConfig
+from ccs.xmpp.message import build_message
 from tests.greenlet_errors import no_greenlet_errors  # noqa: F401 - autouse fixture
 from tests.helpers import wait_until
 from tests.hostile_ccs import HostileCcs, ack, gcm

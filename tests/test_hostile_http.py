@@ -12,13 +12,13 @@ import pytest
 from gevent.server import StreamServer
 
 from ccs.outcome import Status
-from ccs.tls import server_context
+from ccs.transport.http11 import DEFAULT_MAX_RESPONSE_BYTES
+from ccs.transport.tls import server_context
 from http_fallback.fcm import FcmClient, FcmConfig
 from http_fallback.fcm.emulator import FcmEmulator
 from http_fallback.legacy.client import LegacyClient, LegacyConfig
 from http_fallback.legacy.model import LegacyMessage
 from http_fallback.retry_policy import Backoff
-from http_fallback.transport.http11 import DEFAULT_MAX_RESPONSE_BYTES
 from tests.greenlet_errors import no_greenlet_errors  # noqa: F401 - autouse fixture
 
 CAP = DEFAULT_MAX_RESPONSE_BYTES

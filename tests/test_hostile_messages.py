@@ -9,9 +9,9 @@ import xml.etree.ElementTree as ET
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ccs.message import InvalidMessage, validate_downstream
-from ccs.protocol import downstream_json
-from ccs.xmpp import encode_gcm
+from ccs.xmpp.message import InvalidMessage, validate_downstream
+from ccs.xmpp.protocol import downstream_json
+from ccs.xmpp.stream import encode_gcm
 from http_fallback.apns.model import Notification, NotificationError
 from http_fallback.apns.protocol import prepare
 from http_fallback.c2dm.model import C2dmMessage

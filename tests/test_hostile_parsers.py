@@ -12,10 +12,11 @@ from gevent.server import StreamServer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ccs import protocol
-from ccs.emulator.xmlstream import StanzaReceived, StreamParser, XmlStreamError
-from ccs.emulator.xmlstream import StreamClosed as EmuStreamClosed
-from ccs.xmpp import Event, ProtocolViolation, State
+from ccs.transport.http11 import Headers, HttpError, HttpPool
+from ccs.xmpp import protocol
+from ccs.xmpp.emulator.xmlstream import StanzaReceived, StreamParser, XmlStreamError
+from ccs.xmpp.emulator.xmlstream import StreamClosed as EmuStreamClosed
+from ccs.xmpp.stream import Event, ProtocolViolation, State
 from http_fallback.apns import protocol as apns
 from http_fallback.apns.binary import frames
 from http_fallback.c2dm import protocol as c2dm
@@ -24,7 +25,6 @@ from http_fallback.legacy import protocol as legacy
 from http_fallback.legacy.model import LegacyMessage
 from http_fallback.mpns import protocol as mpns
 from http_fallback.retry_policy import parse_retry_after
-from http_fallback.transport.http11 import Headers, HttpError, HttpPool
 from tests.test_xmpp_stream import logged_in
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,8 +8,8 @@ from gevent import socket
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
-from ccs.tls import server_context
-from http_fallback.transport.http11 import HttpClient, HttpError, HttpPool
+from ccs.transport.http11 import HttpClient, HttpError, HttpPool
+from ccs.transport.tls import server_context
 from tests.helpers import wait_until
 
 

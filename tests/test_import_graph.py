@@ -42,10 +42,31 @@ def test_finds_each_kind_of_import(tmp_path: Path) -> None:
                                                  "http_fallback": set()}
 
 
+def test_layers_are_one_way() -> None:
+    graph = import_graph.edges(import_graph.modules())
+    assert import_graph.layer_breaks(graph) == []
+    assert {import_graph.layer_of(m)[0] for m in graph} == {
+        name for name, _, _ in import_graph.LAYERS}  # every layer holds modules
+
+
+def test_a_layer_break_is_reported(tmp_path: Path) -> None:
+    for pkg in ("ccs", "ccs/transport", "ccs/xmpp", "ccs/gateway", "http_fallback"):
+        (tmp_path / pkg).mkdir(parents=True, exist_ok=True)
+        (tmp_path / pkg / "__init__.py").write_text("")
+    (tmp_path / "ccs" / "outcome.py").write_text("")
+    (tmp_path / "ccs" / "transport" / "t.py").write_text("def f():\n    import ccs.gateway.g\n")
+    (tmp_path / "ccs" / "gateway" / "g.py").write_text("from ccs import outcome\n")
+    (tmp_path / "ccs" / "xmpp" / "x.py").write_text("from http_fallback import p\n")
+    (tmp_path / "http_fallback" / "p.py").write_text("from ccs.transport import t\n")
+    graph = import_graph.edges(import_graph.modules(tmp_path))
+    assert import_graph.layer_breaks(graph) == [
+        ("ccs.transport.t", "ccs.gateway"), ("ccs.transport.t", "ccs.gateway.g"),
+        ("ccs.xmpp.x", "http_fallback"), ("ccs.xmpp.x", "http_fallback.p")]
+
+
 # Modules of ccs/ that still import http_fallback, each for a reason; the set only shrinks.
-# feedback: the webhook posts through http_fallback's HTTP/1.1 pool (the transport moves into
-# ccs/ with the layering). console.demo: the scripted demo starts the FCM and APNs emulators.
-STILL_IMPORT_HTTP_FALLBACK = {"ccs.feedback", "ccs.console.demo"}
+# console.demo: the scripted demo starts the FCM and APNs emulators with one CA.
+STILL_IMPORT_HTTP_FALLBACK = {"ccs.console.demo"}
 
 
 def test_ccs_finds_providers_through_the_registry() -> None:
@@ -57,7 +78,8 @@ def test_ccs_finds_providers_through_the_registry() -> None:
 
 
 def test_built_in_providers_are_declared_by_entry_points() -> None:
-    from ccs import providers, registry
+    from ccs import registry
+    from ccs.gateway import providers
 
     names = {ep.name for ep in importlib.metadata.entry_points(group=registry.ENTRY_POINT_GROUP)}
     assert names >= set(registry.BUILTIN_NAMES) - {"ccs"}

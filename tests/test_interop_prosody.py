@@ -24,13 +24,13 @@ import gevent
 import pytest
 from gevent import socket
 
-from ccs import protocol
-from ccs.client import CcsClient, CcsConfig
-from ccs.message import build_message, validate_downstream
 from ccs.outcome import Status
 from ccs.testing import pki as test_pki
-from ccs.tls import client_context
-from ccs.xmpp import Event, Ready, StanzaError, XmppStream
+from ccs.transport.tls import client_context
+from ccs.xmpp import protocol
+from ccs.xmpp.client import CcsClient, CcsConfig
+from ccs.xmpp.message import build_message, validate_downstream
+from ccs.xmpp.stream import Event, Ready, StanzaError, XmppStream
 from tests.helpers import wait_until
 from tests.prosody import DOMAIN, Prosody, SlixPeer, require_prosody
 

@@ -8,13 +8,13 @@ import json
 import pytest
 
 from ccs.outcome import Status, TokenEventKind
-from ccs.tls import server_context
+from ccs.transport.http11 import HttpClient
+from ccs.transport.tls import server_context
 from http_fallback.legacy import protocol
 from http_fallback.legacy.client import LegacyClient, LegacyConfig
 from http_fallback.legacy.emulator import LegacyEmulator
 from http_fallback.legacy.model import LegacyMessage, MessageError
 from http_fallback.retry_policy import Backoff, parse_retry_after
-from http_fallback.transport.http11 import HttpClient
 from tests.helpers import wait_until
 
 KEY = "test-server-key"

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ccs.condition import MAX_CONDITION_TOPICS, ConditionError, parse_condition
-from ccs.message import (
+from ccs.xmpp.message import (
     MAX_MESSAGE_ID_LEN,
     MAX_PAYLOAD,
     MAX_TOPIC_PAYLOAD,

@@ -8,7 +8,8 @@ import pytest
 from lxml import etree
 
 from ccs.outcome import Status, TokenEventKind
-from ccs.tls import server_context
+from ccs.transport.http11 import Headers, HttpClient
+from ccs.transport.tls import server_context
 from http_fallback.mpns import protocol
 from http_fallback.mpns.client import MpnsClient, MpnsConfig
 from http_fallback.mpns.emulator import MpnsEmulator
@@ -25,7 +26,6 @@ from http_fallback.mpns.model import (
 )
 from http_fallback.mpns.protocol import MpnsPolicy
 from http_fallback.retry_policy import Backoff
-from http_fallback.transport.http11 import Headers, HttpClient
 
 FAST = Backoff(initial=0.02, jitter=0.0, attempts=3)
 WP = "{WPNotification}"

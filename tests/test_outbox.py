@@ -12,10 +12,10 @@ from pathlib import Path
 import gevent
 import pytest
 
-from ccs.outbox import MemoryStore, NewMessage, Store
-from ccs.outbox.base import Finish
-from ccs.outbox.redis import RedisStore
-from ccs.outbox.sqlite import SqliteStore
+from ccs.gateway.outbox import MemoryStore, NewMessage, Store
+from ccs.gateway.outbox.base import Finish
+from ccs.gateway.outbox.redis import RedisStore
+from ccs.gateway.outbox.sqlite import SqliteStore
 from ccs.outcome import Outcome, Status
 from tests.helpers import ccs_env
 
@@ -119,8 +119,8 @@ def test_one_bad_operation_fails_alone(tmp_path: Path) -> None:
 
 CHILD = textwrap.dedent("""
     import sys, gevent
-    from ccs.outbox.sqlite import SqliteStore
-    from ccs.outbox.base import NewMessage, Finish
+    from ccs.gateway.outbox.sqlite import SqliteStore
+    from ccs.gateway.outbox.base import NewMessage, Finish
     from ccs.outcome import Outcome, Status
     s = SqliteStore(sys.argv[1])
     i = 0

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import redis
 
-from ccs.outbox import open_store, shown
-from ccs.outbox.base import Finish, NewMessage
-from ccs.outbox.redis import RedisStore, shard_of
+from ccs.gateway.outbox import open_store, shown
+from ccs.gateway.outbox.base import Finish, NewMessage
+from ccs.gateway.outbox.redis import RedisStore, shard_of
+from ccs.gateway.settings import ConfigError
 from ccs.outcome import Outcome, Status
-from ccs.settings import ConfigError
 from ccs.testing.redis_servers import RedisCluster, RedisServer
 from tests.helpers import run_ccs
 

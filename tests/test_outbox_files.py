@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ccs.outbox.sqlite import SqliteStore
-from ccs.settings import ConfigError, Settings
-from ccs.supervisor import Supervisor
+from ccs.gateway.outbox.sqlite import SqliteStore
+from ccs.gateway.settings import ConfigError, Settings
+from ccs.gateway.supervisor import Supervisor
 from tests.helpers import run_ccs
 from tests.providers import LocalProvider
 from tests.test_admin import TOKEN  # noqa: E402
@@ -78,7 +78,7 @@ def test_a_full_disk_is_503_then_a_clean_stop(tmp_path: Path,
     caplog.clear()
     with caplog.at_level(logging.ERROR):
         left = sup.stop(timeout=1)  # outcomes cannot be written: said once, no exception
-    said = [r for r in caplog.records if r.name == "ccs.supervisor"]
+    said = [r for r in caplog.records if r.name == "ccs.gateway.supervisor"]
     assert all("disk is full" in r.getMessage() and r.exc_info is None for r in said)
     assert any("go out again at the next start" in r.getMessage() for r in said)
     assert sorted(left) == sorted(ids)

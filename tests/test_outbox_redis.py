@@ -11,15 +11,15 @@ import gevent
 import pytest
 import redis
 
-from ccs.client import CcsClient, CcsConfig
-from ccs.emulator import CcsEmulator
-from ccs.lease import Leases
-from ccs.outbox import open_store
-from ccs.outbox.base import Finish, NewMessage
-from ccs.outbox.redis import RedisStore
-from ccs.outbox.redis_url import parse
+from ccs.gateway.lease import Leases
+from ccs.gateway.outbox import open_store
+from ccs.gateway.outbox.base import Finish, NewMessage
+from ccs.gateway.outbox.redis import RedisStore
+from ccs.gateway.outbox.redis_url import parse
+from ccs.gateway.settings import ConfigError
 from ccs.outcome import Outcome, Status
-from ccs.settings import ConfigError
+from ccs.xmpp.client import CcsClient, CcsConfig
+from ccs.xmpp.emulator import CcsEmulator
 from tests.helpers import wait_until
 from tests.redis_support import REDIS
 
@@ -56,7 +56,7 @@ def test_url_and_configuration_errors(redis_url: str) -> None:
     with pytest.raises(ConfigError) as exc:
         parse("redis://:hunter2@h:x/0")
     assert "hunter2" not in str(exc.value)
-    from ccs.outbox import shown
+    from ccs.gateway.outbox import shown
 
     assert shown("rediss+cluster://u:pw@a:1,b:2/?prefix=q") == \
         "rediss+cluster://u:***@a:1,b:2/?prefix=q"
@@ -73,7 +73,7 @@ def test_url_and_configuration_errors(redis_url: str) -> None:
     with pytest.raises(ConfigError) as exc:
         RedisStore("redis://:hunter2@127.0.0.1:1/0")
     assert "hunter2" not in str(exc.value) and ":***@" in str(exc.value)
-    from ccs.settings import Settings
+    from ccs.gateway.settings import Settings
 
     s = Settings.defaults().replace(outbox__path="redis://u:hunter2@h/0?prefix=x")
     assert s.redacted()["outbox.path"] == "redis://u:***@h/0?prefix=x"
@@ -210,8 +210,8 @@ def test_leases_budget_and_expiry(redis_url: str) -> None:
 def test_a_give_back_killed_on_the_wire_still_gives_the_lease_back(crash_redis: Any) -> None:
     """The root cause of leases outliving a stopped client: the pool's stop kills session
     greenlets that are giving their lease back, with the ZREM on the wire."""
-    from ccs.outbox.redis_conn import connect
-    from ccs.outbox.redis_url import parse
+    from ccs.gateway.outbox.redis_conn import connect
+    from ccs.gateway.outbox.redis_url import parse
 
     r = connect(parse(f"redis://127.0.0.1:{crash_redis.port}/0"))
     leases = Leases(r, "L", budget=2, ttl=60.0)  # expiry cannot be what frees it here
@@ -285,8 +285,8 @@ def test_ccs_pool_takes_leases_before_sessions(redis_url: str, pki: Any) -> None
 PATCHED = """
 from gevent import monkey; monkey.patch_all()
 import sys
-from ccs.settings import Settings
-from ccs.supervisor import Supervisor
+from ccs.gateway.settings import Settings
+from ccs.gateway.supervisor import Supervisor
 from tests.providers import LocalProvider
 s = Settings.defaults().replace(admin__enabled=False, outbox__path=sys.argv[1],
                                 outbox__heartbeat=0.05, outbox__reclaim_idle=0.2)
@@ -313,9 +313,9 @@ def test_supervisor_on_redis_under_monkey_patch_all(redis_url: str) -> None:
 
 
 def test_supervisor_on_redis_publishes_outcomes_and_token_events(redis_url: str) -> None:
+    from ccs.gateway.settings import Settings
+    from ccs.gateway.supervisor import Supervisor
     from ccs.outcome import TokenEvent, TokenEventKind
-    from ccs.settings import Settings
-    from ccs.supervisor import Supervisor
     from tests.providers import LocalProvider
 
     s = Settings.defaults().replace(admin__enabled=False, outbox__path=redis_url,

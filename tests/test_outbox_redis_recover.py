@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from ccs.outbox.base import NewMessage
-from ccs.outbox.redis import GROUP, RedisStore
-from ccs.outbox.redis_read import shard_of
+from ccs.gateway.outbox.base import NewMessage
+from ccs.gateway.outbox.redis import GROUP, RedisStore
+from ccs.gateway.outbox.redis_read import shard_of
 from tests.helpers import wait_until
 
 

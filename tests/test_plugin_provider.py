@@ -17,10 +17,10 @@ from gevent import subprocess as gsubprocess
 
 from ccs import registry
 from ccs.errors import ConfigError
+from ccs.gateway.router import RouteError
+from ccs.gateway.settings import Settings
+from ccs.gateway.supervisor import Supervisor
 from ccs.provider import Drains, TakesReceipts, TakesUpstream
-from ccs.router import RouteError
-from ccs.settings import Settings
-from ccs.supervisor import Supervisor
 from tests.helpers import ROOT, ccs_env, run_ccs, wait_until
 from tests.plugin_webpush.emulator import WebpushEmulator
 
@@ -210,8 +210,7 @@ def test_ccs_emulate_runs_the_plugins_emulator(service: WebpushEmulator) -> None
 
 def test_settings_made_before_the_plugin_loaded_get_its_defaults(
         service: WebpushEmulator) -> None:
-    from ccs import providers
-
+    from ccs.gateway import providers
     s = Settings.defaults().replace(gateway__plugins=[PLUGIN])  # no webpush.* keys yet
     assert "webpush.url" not in s
     providers.load_plugins(s["gateway.plugins"])

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from ccs.gateway.outbox.sqlite import SqliteStore
+from ccs.gateway.router import RouteError
+from ccs.gateway.settings import Settings
+from ccs.gateway.supervisor import Supervisor
 from ccs.limits import MAX_DEPTH, MAX_MESSAGE_BYTES, LimitError, check_message, text_depth
-from ccs.outbox.sqlite import SqliteStore
 from ccs.outcome import Status
-from ccs.router import RouteError
-from ccs.settings import Settings
-from ccs.supervisor import Supervisor
 from tests import apns_support as A
 from tests.helpers import run_ccs, wait_until
 from tests.providers import LocalProvider
@@ -171,8 +171,8 @@ def test_enqueue_skips_deep_and_bad_lines_and_stores_the_rest(tmp_path: Path) ->
 def test_a_redis_outbox_hands_an_unreadable_payload_over_as_such(redis_url: str) -> None:
     import redis
 
-    from ccs.outbox.base import NewMessage, Unreadable
-    from ccs.outbox.redis import RedisStore
+    from ccs.gateway.outbox.base import NewMessage, Unreadable
+    from ccs.gateway.outbox.redis import RedisStore
 
     store = RedisStore(redis_url)
     try:

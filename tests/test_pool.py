@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from ccs.config import CcsConfig
-from ccs.emulator import CcsEmulator
-from ccs.message import build_message
 from ccs.outcome import Listeners, SendResult, Status, TokenEventKind
-from ccs.pool import Entry, Pool
+from ccs.xmpp.config import CcsConfig
+from ccs.xmpp.emulator import CcsEmulator
+from ccs.xmpp.message import build_message
+from ccs.xmpp.pool import Entry, Pool
 from tests.helpers import wait_until
 
 SENDER, KEY = "4815162342", "test-server-key"

@@ -13,10 +13,10 @@ from typing import Any
 import gevent
 import pytest
 
-from ccs.outbox.base import StoreUnavailable
-from ccs.outbox.redis import RedisStore
-from ccs.settings import Settings
-from ccs.supervisor import Supervisor
+from ccs.gateway.outbox.base import StoreUnavailable
+from ccs.gateway.outbox.redis import RedisStore
+from ccs.gateway.settings import Settings
+from ccs.gateway.supervisor import Supervisor
 from ccs.testing.redis_servers import RedisCluster, RedisServer
 from tests.helpers import wait_until
 from tests.providers import LocalProvider

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 
 from ccs import registry
-from ccs.client import CcsClient
 from ccs.errors import ConfigError
 from ccs.provider import Drains, TakesReceipts, TakesUpstream, WaitsReady
 from ccs.registry import ProviderSpec, Setting
+from ccs.xmpp.client import CcsClient
 from tests.providers import LocalProvider
 
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccs.message import MAX_TTL
 from ccs.outcome import Status, TokenEventKind
-from ccs.retry import (
+from ccs.xmpp.message import MAX_TTL
+from ccs.xmpp.retry import (
     JITTER,
     NackAction,
     NackClass,

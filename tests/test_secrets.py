@@ -17,11 +17,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from gevent import subprocess as gsubprocess
 
-from ccs.client import CcsClient, CcsConfig
-from ccs.emulator import CcsEmulator
-from ccs.message import build_message
 from ccs.outcome import Status
-from ccs.tls import server_context
+from ccs.transport.tls import server_context
+from ccs.xmpp.client import CcsClient, CcsConfig
+from ccs.xmpp.emulator import CcsEmulator
+from ccs.xmpp.message import build_message
 from http_fallback.apns.client import ApnsClient
 from http_fallback.apns.config import ApnsConfig
 from http_fallback.apns.model import Notification

@@ -13,12 +13,12 @@ import gevent
 import pytest
 from gevent.queue import Queue
 
-from ccs import protocol
-from ccs.config import CcsConfig
-from ccs.emulator import CcsEmulator
-from ccs.session import Session
-from ccs.window import WindowFull
-from ccs.xmpp import GcmReceived, StanzaError
+from ccs.xmpp import protocol
+from ccs.xmpp.config import CcsConfig
+from ccs.xmpp.emulator import CcsEmulator
+from ccs.xmpp.session import Session
+from ccs.xmpp.stream import GcmReceived, StanzaError
+from ccs.xmpp.window import WindowFull
 
 SENDER, KEY = "4815162342", "test-server-key"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ccs.settings import BY_ENV, REGISTRY, ConfigError, Settings, rst_table
+from ccs.gateway.settings import BY_ENV, REGISTRY, ConfigError, Settings, rst_table
 from tests.helpers import ROOT, run_ccs
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import gevent
 import pytest
 
-from ccs.outbox import MemoryStore
-from ccs.outbox.sqlite import SqliteStore
+from ccs.gateway.outbox import MemoryStore
+from ccs.gateway.outbox.sqlite import SqliteStore
+from ccs.gateway.router import RouteError, ccs_to_fcm_v1
+from ccs.gateway.settings import Settings
+from ccs.gateway.supervisor import Supervisor
 from ccs.outcome import Status, TokenEventKind
-from ccs.router import RouteError, ccs_to_fcm_v1
-from ccs.settings import Settings
-from ccs.supervisor import Supervisor
 from tests.helpers import wait_until
 from tests.providers import LocalProvider
 
@@ -189,7 +189,7 @@ def test_a_message_the_provider_rejects_fails_with_its_reason() -> None:
 def test_restart_after_crash_resends_in_flight(tmp_path: Path) -> None:
     path = str(tmp_path / "r.sqlite")
     store = SqliteStore(path)
-    from ccs.outbox.base import NewMessage
+    from ccs.gateway.outbox.base import NewMessage
     store.add([NewMessage(f"m{i}", "fcm", {"to": f"t{i}", "message_id": f"m{i}"}, f"t{i}")
                for i in range(10)], now=1.0)
     store.claim("fcm", 4, now=2.0)  # as if the process died with four in flight
@@ -204,7 +204,7 @@ def test_restart_after_crash_resends_in_flight(tmp_path: Path) -> None:
 
 
 def test_router_waits_for_ccs_during_startup_grace() -> None:
-    from ccs.router import Router
+    from ccs.gateway.router import Router
 
     now = [0.0]
     health = {"ccs": False, "http": True}
@@ -220,7 +220,7 @@ def test_router_waits_for_ccs_during_startup_grace() -> None:
 def test_provider_models_built_from_stored_json() -> None:
     import dataclasses
 
-    from ccs import providers
+    from ccs.gateway import providers
     from http_fallback.adapt import dataclass_adapter
 
     @dataclasses.dataclass
@@ -262,7 +262,7 @@ def test_a_failed_start_stops_what_it_started(tmp_path: Path) -> None:
 
 
 def test_stored_json_becomes_each_providers_own_message() -> None:
-    from ccs import providers
+    from ccs.gateway import providers
     from http_fallback.c2dm.model import C2dmMessage
     from http_fallback.legacy.model import LegacyMessage
     from http_fallback.mpns.model import CycleTile, MpnsMessage, Raw, Toast
@@ -292,9 +292,9 @@ def test_stored_json_becomes_each_providers_own_message() -> None:
 PATCHED = """
 from gevent import monkey; monkey.patch_all()
 import sys
-from ccs.outbox.sqlite import SqliteStore
-from ccs.settings import Settings
-from ccs.supervisor import Supervisor
+from ccs.gateway.outbox.sqlite import SqliteStore
+from ccs.gateway.settings import Settings
+from ccs.gateway.supervisor import Supervisor
 from tests.providers import LocalProvider
 for threadpool in (False, True):
     s = Settings.defaults().replace(admin__port=0, admin__token="t" * 16)
@@ -302,7 +302,7 @@ for threadpool in (False, True):
                      providers={"ccs": LocalProvider("ccs")}).start()
     ids = sup.enqueue_many([{"to": f"t{i}"} for i in range(200)])
     assert all(sup.result(i).get(timeout=10).ok for i in ids)
-    from ccs.admin.client import AdminClient
+    from ccs.gateway.admin.client import AdminClient
     assert AdminClient(sup.admin.port, "t" * 16).request("GET", "/v1/stats")["outbox"]["ok"] == 200
     sup.stop()
     sup.store.close()
@@ -342,7 +342,7 @@ def test_outcomes_survive_a_failing_store_write() -> None:
 
 
 def test_one_gateway_per_outbox_file(tmp_path: Path) -> None:
-    from ccs.settings import ConfigError
+    from ccs.gateway.settings import ConfigError
 
     s = BASE.replace(outbox__path=str(tmp_path / "one.sqlite"))
     first = Supervisor(s, providers={"ccs": LocalProvider("ccs")}).start()

@@ -6,7 +6,7 @@ from gevent import socket
 from gevent.server import StreamServer
 from gevent.ssl import SSLError
 
-from ccs.tls import client_context, server_context
+from ccs.transport.tls import client_context, server_context
 
 
 def _serve(pki):

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ccs import protocol
-from ccs.xmpp import (
+from ccs.xmpp import protocol
+from ccs.xmpp.stream import (
     AuthFailed,
     GcmReceived,
     Pong,

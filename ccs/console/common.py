@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ccs.settings import ConfigError, Settings, mask_urls
+from ccs.gateway.settings import ConfigError, Settings, mask_urls
 
 CONFIG_EXIT = 2
 
@@ -73,7 +73,7 @@ def config_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator: a ConfigError raised anywhere in the command exits with status 2."""
     import functools
 
-    from ccs.outbox.base import StoreUnavailable
+    from ccs.gateway.outbox.base import StoreUnavailable
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

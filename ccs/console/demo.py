@@ -26,10 +26,10 @@ def _say(text: str) -> None:
               help="How many downstream messages in the drain step.")
 def demo(messages: int) -> None:
     """Run the gateway against the emulators and narrate a scripted exchange."""
-    from ccs.emulator import CcsEmulator
-    from ccs.settings import Settings
-    from ccs.supervisor import Supervisor
+    from ccs.gateway.settings import Settings
+    from ccs.gateway.supervisor import Supervisor
     from ccs.testing.pki import make_test_pki
+    from ccs.xmpp.emulator import CcsEmulator
     from http_fallback.apns.emulator import ApnsEmulator
     from http_fallback.fcm.emulator import FcmEmulator
 

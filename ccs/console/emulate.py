@@ -50,7 +50,7 @@ def _plugin_emulators(strict: bool) -> dict[str, Any]:
 
     from ccs import registry
     from ccs.console.common import load_settings
-    from ccs.settings import Settings
+    from ccs.gateway.settings import Settings
 
     if strict:
         load_settings(None)
@@ -128,8 +128,8 @@ def ccs(host: str, port: int, pki_dir: str | None, sender_id: str, server_key: s
     import gevent
     from gevent.event import Event
 
-    from ccs.emulator import CcsEmulator
     from ccs.testing.pki import load_test_pki, make_test_pki
+    from ccs.xmpp.emulator import CcsEmulator
 
     pki = None  # None: the emulator makes and removes one
     if pki_dir and os.path.exists(os.path.join(pki_dir, "ca.pem")):

@@ -20,7 +20,7 @@ from ccs.console.common import (
     parse_data,
     setup_logging,
 )
-from ccs.settings import ConfigError, Settings
+from ccs.gateway.settings import ConfigError, Settings
 
 
 def _json_option(name: str, help: str) -> Any:
@@ -41,7 +41,7 @@ def _parse_json(value: str | None, name: str) -> Any:
 
 
 def _admin(settings: Settings) -> Any:
-    from ccs.admin.client import AdminClient
+    from ccs.gateway.admin.client import AdminClient
 
     if not settings["admin.token"]:
         raise ConfigError("admin.token", "needed to reach the admin API (set CCS_ADMIN_TOKEN)")
@@ -49,7 +49,7 @@ def _admin(settings: Settings) -> Any:
 
 
 def _call(fn: Any, *args: Any) -> Any:
-    from ccs.admin.client import AdminError
+    from ccs.gateway.admin.client import AdminError
 
     try:
         return fn(*args)
@@ -65,7 +65,7 @@ def run(config: str | None) -> None:
     import gevent
     from gevent.event import Event
 
-    from ccs.supervisor import Supervisor
+    from ccs.gateway.supervisor import Supervisor
 
     settings = load_settings(config)
     setup_logging(settings["gateway.log_level"])
@@ -74,7 +74,7 @@ def run(config: str | None) -> None:
     gevent.signal_handler(signal.SIGINT, stop.set)
     sup = Supervisor(settings).start()
     admin = f", admin API {sup.admin.url}" if sup.admin else ""
-    from ccs.outbox import shown
+    from ccs.gateway.outbox import shown
 
     click.echo(f"ccs-gateway running: providers {', '.join(sup.providers)}, outbox "
                f"{shown(settings['outbox.path'])}{admin}", err=True)
@@ -108,11 +108,11 @@ def enqueue(config: str | None, tokens_file: IO[str], data: tuple[str, ...],
     """Bulk-enqueue into the outbox (streaming: memory stays bounded); `ccs run` sends them.
 
     A bad line is reported on stderr with its number and skipped; the exit status is then 1."""
-    from ccs import providers as registry
-    from ccs.dispatcher import Dispatcher
-    from ccs.outbox import open_store, shown
-    from ccs.outbox.base import StoreUnavailable
-    from ccs.router import RouteError, Router
+    from ccs.gateway import providers as registry
+    from ccs.gateway.dispatcher import Dispatcher
+    from ccs.gateway.outbox import open_store, shown
+    from ccs.gateway.outbox.base import StoreUnavailable
+    from ccs.gateway.router import RouteError, Router
 
     settings = load_settings(config)
     if settings["outbox.path"] == ":memory:":
@@ -206,7 +206,7 @@ def _size(f: IO[str]) -> int | None:
 @config_errors
 def status(config: str | None, message_id: str | None, as_json: bool) -> None:
     """One message's state and outcome, or the outbox's counts per state (read from the file)."""
-    from ccs.outbox import is_redis, open_store, shown
+    from ccs.gateway.outbox import is_redis, open_store, shown
 
     settings = load_settings(config)
     path = settings["outbox.path"]
@@ -245,8 +245,8 @@ def status(config: str | None, message_id: str | None, as_json: bool) -> None:
 
 
 def _redis_options(settings: Settings) -> dict[str, Any]:
-    from ccs.outbox import is_redis
-    from ccs.supervisor import redis_options
+    from ccs.gateway.outbox import is_redis
+    from ccs.gateway.supervisor import redis_options
 
     return redis_options(settings) if is_redis(settings["outbox.path"]) else {}
 
@@ -283,7 +283,7 @@ def tail(config: str | None, kinds: str | None) -> None:
     With a Redis outbox it follows the shared streams: every gateway's events."""
     settings = load_settings(config)
     wanted = [k for k in (kinds or "").split(",") if k] or None
-    from ccs.outbox import is_redis, open_store
+    from ccs.gateway.outbox import is_redis, open_store
 
     if is_redis(settings["outbox.path"]):
         store: Any = open_store(settings["outbox.path"], **_redis_options(settings))
@@ -315,7 +315,7 @@ def send_via_gateway(messages: Iterable[dict[str, Any]], as_json: bool,
 
     Exit status: 0 all stored, 2 bad configuration or a message refused, 3 gateway unreachable.
     """
-    from ccs.admin.client import AdminError
+    from ccs.gateway.admin.client import AdminError
 
     try:
         client = _admin(Settings.load(None))

@@ -1,8 +1,8 @@
 """What `ccs send` puts on the wire for each provider, from one set of console options.
 
 Each builder returns the stored-message JSON the gateway uses for that provider (see
-ccs/providers.py); `ccs.providers.adapter_for` turns it into the provider's own message, so a
-message sent from the console and one queued in the gateway are built the same way.
+ccs/gateway/providers.py); `ccs.gateway.providers.adapter_for` turns it into the provider's own
+message, so a message sent from the console and one queued in the gateway are built the same way.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ccs import registry
-from ccs.message import build_message
-from ccs.router import ccs_to_fcm_v1
+from ccs.gateway.router import ccs_to_fcm_v1
+from ccs.xmpp.message import build_message
 
 VIAS = ("ccs", "http", "legacy", "c2dm", "mpns", "apns", "apns-binary")
 FCM_VIAS = ("ccs", "http", "legacy")  # the ones that take --topic / --condition
@@ -61,7 +61,7 @@ def _fcm_priority(p: str | None) -> str | None:
 
 
 def ccs_json(target: str | None, o: Options) -> dict[str, Any]:
-    """CCS JSON (also the legacy HTTP body), validated by ccs.message."""
+    """CCS JSON (also the legacy HTTP body), validated by ccs.xmpp.message."""
     note = {k: v for k, v in (("title", o.title), ("body", o.body)) if v is not None}
     return build_message(
         target, condition=o.condition, data=o.data, notification=note or None,

@@ -290,7 +290,7 @@ def _chain(first: str | None, rest: Iterator[str | None]) -> Iterator[str | None
 
 def _check_first(via: str, first: str | None, opts: Options) -> None:
     """Check the options against the first target before anything connects (exit 2)."""
-    from ccs.providers import adapter_for
+    from ccs.gateway.providers import adapter_for
 
     try:
         payload = _build(via)(first, opts)
@@ -312,8 +312,7 @@ def _build(via: str) -> Any:
 def _start_provider(via: str, explicit: bool, settings: Any, env: dict[str, str],
                     first: str | None, opts: Options, timeout: float) -> tuple[Any, str]:
     """Build and start the provider; exit 2 on configuration, 3 when it cannot be reached."""
-    from ccs import providers
-
+    from ccs.gateway import providers
     _check_first(via, first, opts)
     try:
         provider = providers.create(via, settings)
@@ -356,7 +355,7 @@ def _fail(code: int, text: str) -> Any:
 
 
 def _messages(via: str, targets: Iterable[str | None], opts: Options) -> Iterator[Any]:
-    from ccs.providers import adapter_for
+    from ccs.gateway.providers import adapter_for
 
     build, adapt = _build(via), adapter_for(via)
     for target in targets:

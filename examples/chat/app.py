@@ -14,13 +14,13 @@ from typing import Any
 import redis
 from flask import Flask, Response, jsonify, request
 
-from ccs.dispatcher import Conflict, Stopping, new_id
-from ccs.embed import Embedded
-from ccs.inbound import InboundRecord
-from ccs.message import InvalidMessage, validate_downstream
-from ccs.outbox.base import StoreUnavailable
-from ccs.router import RouteError
-from ccs.supervisor import Supervisor
+from ccs.gateway.dispatcher import Conflict, Stopping, new_id
+from ccs.gateway.embed import Embedded
+from ccs.gateway.inbound import InboundRecord
+from ccs.gateway.outbox.base import StoreUnavailable
+from ccs.gateway.router import RouteError
+from ccs.gateway.supervisor import Supervisor
+from ccs.xmpp.message import InvalidMessage, validate_downstream
 
 RETRY_STOPPING = 1  # seconds: another worker (or this one restarted) takes writes by then
 RETRY_OUTBOX = 5  # seconds: the outbox itself failed (Redis away, disk full)

@@ -22,8 +22,8 @@ STOP_MARGIN = 2.0  # seconds kept for closing the outbox and exiting
 
 def on_starting(server: Any) -> None:
     """Several workers need an outbox they can share: refuse a SQLite file up front."""
-    from ccs.outbox import is_redis
-    from ccs.settings import ConfigError, Settings
+    from ccs.gateway.outbox import is_redis
+    from ccs.gateway.settings import ConfigError, Settings
 
     try:
         path = Settings.load()["outbox.path"]
@@ -39,7 +39,7 @@ def post_worker_init(worker: Any) -> None:
     """After the fork and gevent's monkey-patching: start this worker's gateway."""
     import gevent
 
-    from ccs.settings import ConfigError
+    from ccs.gateway.settings import ConfigError
     from examples.chat.app import gateway
 
     try:

@@ -20,8 +20,8 @@ from gevent.event import Event
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
-from ccs.outbox import shown
-from ccs.settings import ConfigError
+from ccs.gateway.outbox import shown
+from ccs.gateway.settings import ConfigError
 from examples.chat.app import app, gateway
 
 REQUEST_GRACE = 10.0  # seconds requests in progress get after a stop signal

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from gevent import ssl
 
-from ccs.tls import client_context
+from ccs.transport.tls import client_context
 
 
 class TokenSigner:

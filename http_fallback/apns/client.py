@@ -8,13 +8,13 @@ from typing import Any
 
 from ccs.outcome import Outcome, SendResult, Status
 from ccs.provider import Provider
-from ccs.tls import client_context
+from ccs.transport.h2pool import H2Pool
+from ccs.transport.tls import client_context
 from http_fallback.apns.auth import TokenSigner, certificate_context
 from http_fallback.apns.config import ApnsConfig
 from http_fallback.apns.model import Alert, Notification, NotificationError
 from http_fallback.apns.pool import VIA, ApnsEvents, ApnsHandler, to_request
 from http_fallback.apns.protocol import Prepared, prepare
-from http_fallback.transport.h2pool import H2Pool
 
 
 class ApnsClient(Provider):

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from http_fallback.transport.h2rules import H2PoolConfig
+from ccs.transport.h2rules import H2PoolConfig
 
 PRODUCTION = "api.push.apple.com"
 SANDBOX = "api.sandbox.push.apple.com"

@@ -32,9 +32,9 @@ from h2.settings import SettingCodes, Settings
 from hpack import NeverIndexedHeaderTuple
 
 from ccs.testing.pki import TestPKI
-from ccs.tls import server_context
+from ccs.transport.h2conn import FastH2Connection
+from ccs.transport.tls import server_context
 from http_fallback.apns.emulator_rules import STATUS_OF, check_request
-from http_fallback.transport.h2conn import FastH2Connection
 
 
 @dataclass

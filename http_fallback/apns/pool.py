@@ -1,4 +1,4 @@
-"""APNs on the shared HTTP/2 pool: the provider's side (H2Handler) of http_fallback.transport.
+"""APNs on the shared HTTP/2 pool: the provider's side (H2Handler) of ccs.transport.
 
 Per-connection JWTs, the reason classes deciding retries, and outcomes for each notification.
 Everything about connections, streams and budgets lives in the pool.
@@ -14,6 +14,17 @@ from typing import Any
 from hpack import NeverIndexedHeaderTuple
 
 from ccs.outcome import Listeners, Outcome, SendResult, Status, TokenEvent, TokenEventKind
+from ccs.transport.h2pool import H2Events
+from ccs.transport.h2request import (
+    FINAL,
+    RETRY,
+    ConnectionInfo,
+    FailureKind,
+    H2Request,
+    H2Response,
+    TransportFailure,
+    Verdict,
+)
 from http_fallback.apns.auth import TokenSigner
 from http_fallback.apns.config import ApnsConfig
 from http_fallback.apns.protocol import (
@@ -25,17 +36,6 @@ from http_fallback.apns.protocol import (
     token_needs_refresh,
 )
 from http_fallback.apns.protocol import classify as classify_reason
-from http_fallback.transport.h2pool import H2Events
-from http_fallback.transport.h2request import (
-    FINAL,
-    RETRY,
-    ConnectionInfo,
-    FailureKind,
-    H2Request,
-    H2Response,
-    TransportFailure,
-    Verdict,
-)
 
 VIA = "apns"
 _TOKEN_KINDS = {"Unregistered": TokenEventKind.UNREGISTERED,

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from ccs.transport.h2rules import backoff, goaway_reason  # noqa: F401 - shared
 from http_fallback.apns.model import TOPIC_SUFFIX, Notification, NotificationError, PushType
-from http_fallback.transport.h2rules import backoff, goaway_reason  # noqa: F401 - shared
 
 MAX_PAYLOAD = 4096
 MAX_PAYLOAD_VOIP = 5120

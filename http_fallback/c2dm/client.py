@@ -111,7 +111,7 @@ class C2dmClient(Provider):
     # Provider
     def start(self) -> None:
         if self._http is None:
-            from http_fallback.transport.http11 import HttpClient
+            from ccs.transport.http11 import HttpClient
 
             self._http = HttpClient(ca_file=self.config.ca_file, timeout=self.config.timeout)
         self._started_at = time.monotonic()

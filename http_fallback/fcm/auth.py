@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from gevent.event import AsyncResult
 from gevent.pool import Group
 
+from ccs.transport.http11 import HttpClient, HttpError
 from http_fallback.fcm import protocol
 from http_fallback.fcm.config import url_problem
-from http_fallback.transport.http11 import HttpClient, HttpError
 
 log = logging.getLogger(__name__)
 DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"

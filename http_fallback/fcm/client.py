@@ -21,6 +21,7 @@ from gevent.queue import Queue
 
 from ccs.outcome import Listeners, Outcome, SendResult, Status, TokenEvent, TokenEventKind
 from ccs.provider import Provider
+from ccs.transport.http11 import HttpClient, HttpError
 from http_fallback.fcm import protocol
 from http_fallback.fcm.auth import AuthError, ServiceAccount, TokenSource
 from http_fallback.fcm.config import FcmConfig
@@ -35,7 +36,6 @@ from http_fallback.fcm.transport import (
     choose_protocol,
 )
 from http_fallback.fcm.validate import MessageError, ttl_seconds, validate_message
-from http_fallback.transport.http11 import HttpClient, HttpError
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 500

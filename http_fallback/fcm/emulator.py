@@ -34,7 +34,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from h2.errors import ErrorCodes
 
 from ccs.testing.pki import TestPKI, make_test_pki
-from ccs.tls import server_context
+from ccs.transport.tls import server_context
 from http_fallback.fcm import emulator_oauth as oauth
 from http_fallback.fcm import emulator_topics as topics
 from http_fallback.fcm.emulator_errors import error_body

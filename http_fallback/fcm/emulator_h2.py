@@ -28,7 +28,7 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
-from http_fallback.transport.h2conn import FastH2Connection
+from ccs.transport.h2conn import FastH2Connection
 
 _order = itertools.count()
 

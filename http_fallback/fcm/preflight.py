@@ -21,8 +21,8 @@ def token_endpoint(provider: Any, timeout: float) -> str | None:
     account = getattr(provider, "account", None)
     if account is None or not getattr(account, "token_uri", None):
         return None
+    from ccs.transport.http11 import HttpClient
     from http_fallback.fcm.auth import AuthError, TokenSource
-    from http_fallback.transport.http11 import HttpClient
 
     config = getattr(provider, "config", None)
     http = HttpClient(ca_file=getattr(config, "ca_file", None), timeout=timeout,

@@ -199,7 +199,7 @@ class FcmRetryPolicy:
         return max(backoff, retry_after or 0.0)
 
 
-RetryPolicy = FcmRetryPolicy  # the old name; ccs.retry.RetryPolicy is the CCS one
+RetryPolicy = FcmRetryPolicy  # the old name; ccs.xmpp.retry.RetryPolicy is the CCS one
 
 
 def assertion_claims(client_email: str, token_uri: str, now: float,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ccs.transport.http11 import HttpClient, HttpError
 from http_fallback.fcm import protocol
 from http_fallback.fcm.auth import AuthError, TokenSource
 from http_fallback.fcm.validate import TOPIC_RE
-from http_fallback.transport.http11 import HttpClient, HttpError
 
 MAX_TOKENS = 1000
 

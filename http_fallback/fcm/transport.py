@@ -1,4 +1,4 @@
-"""How FcmClient's requests travel: HTTP/2 on the shared pool (`http_fallback.transport.h2pool`)
+"""How FcmClient's requests travel: HTTP/2 on the shared pool (`ccs.transport.h2pool`)
 when the server offers ALPN h2, else the keep-alive HTTP/1.1 pool.
 
 Both report the same way, to FcmClient: `transport_answered(job, token, status, retry_after,
@@ -17,10 +17,9 @@ from urllib.parse import urlsplit
 
 from gevent.lock import Semaphore
 
-from ccs.tls import client_context
-from http_fallback.transport.h2conn import TransportError, open_tls
-from http_fallback.transport.h2pool import H2Pool
-from http_fallback.transport.h2request import (
+from ccs.transport.h2conn import TransportError, open_tls
+from ccs.transport.h2pool import H2Pool
+from ccs.transport.h2request import (
     FINAL,
     ConnectionInfo,
     FailureKind,
@@ -29,8 +28,9 @@ from http_fallback.transport.h2request import (
     TransportFailure,
     Verdict,
 )
-from http_fallback.transport.h2rules import H2PoolConfig
-from http_fallback.transport.http11 import HttpClient, HttpError
+from ccs.transport.h2rules import H2PoolConfig
+from ccs.transport.http11 import HttpClient, HttpError
+from ccs.transport.tls import client_context
 
 if TYPE_CHECKING:
     from http_fallback.fcm.config import FcmConfig

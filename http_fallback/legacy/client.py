@@ -57,7 +57,7 @@ class LegacyConfig:
 
 
 def _default_http(config: LegacyConfig) -> Any:
-    from http_fallback.transport.http11 import HttpClient
+    from ccs.transport.http11 import HttpClient
 
     return HttpClient(ca_file=config.ca_file, cert_file=None, key_file=None)
 

@@ -81,7 +81,7 @@ class MpnsClient(Provider):
     # Provider
     def start(self) -> None:
         if self._http is None:
-            from http_fallback.transport.http11 import HttpClient
+            from ccs.transport.http11 import HttpClient
 
             c = self.config
             self._http = HttpClient(ca_file=c.ca_file, cert_file=c.cert_file,

@@ -34,6 +34,7 @@ from gevent.queue import Empty, Queue
 
 from ccs.outcome import Listeners, Outcome, SendResult, Status, TokenEvent, TokenEventKind
 from ccs.provider import Provider
+from ccs.transport.h2conn import TransportError, open_tls
 from http_fallback.apns.auth import certificate_context
 from http_fallback.apns.binary.cache import SentCache
 from http_fallback.apns.binary.frames import (
@@ -48,7 +49,6 @@ from http_fallback.apns.binary.frames import (
 from http_fallback.apns.config import ApnsConfig
 from http_fallback.apns.model import Notification, NotificationError
 from http_fallback.apns.protocol import backoff, encode_payload
-from http_fallback.transport.h2conn import TransportError, open_tls
 
 VIA = "apns-binary"
 BATCH = 64  # notifications per write at most

@@ -17,7 +17,7 @@ from gevent import ssl
 from gevent.server import StreamServer
 
 from ccs.testing.pki import TestPKI
-from ccs.tls import server_context
+from ccs.transport.tls import server_context
 from http_fallback.apns.binary.frames import (
     MAX_PAYLOAD,
     TOKEN_SIZE,

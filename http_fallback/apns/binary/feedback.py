@@ -12,9 +12,9 @@ import gevent
 from gevent import ssl
 from gevent.pool import Group
 
+from ccs.transport.h2conn import TransportError, open_tls
 from http_fallback.apns.binary.frames import FrameError, parse_feedback
 from http_fallback.apns.config import ApnsConfig
-from http_fallback.transport.h2conn import TransportError, open_tls
 
 
 class Feedback:

@@ -1,0 +1,1 @@
+"""The gateway: supervisor, dispatcher, router, outbox, admin API, settings."""

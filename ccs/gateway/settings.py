@@ -1,0 +1,450 @@
+"""One registry for every setting: TOML key, CCS_* variable, type, default, meaning.
+
+The environment overrides the file. An unknown key or a bad value raises ConfigError naming the
+key (or variable); the console maps it to exit status 2. Secret values never appear in reprs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from ccs import registry
+from ccs.errors import ConfigError  # one ConfigError for the whole package
+from ccs.registry import Setting
+
+DEFAULT_CONFIG = "ccs.toml"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+__all__ = ["REGISTRY", "ConfigError", "Setting", "Settings", "mask_urls", "rst_table"]
+
+_URL_AUTH = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/@\s:]*)(:[^/@\s]*)?@")
+
+
+def mask_urls(text: str) -> str:
+    """`text` with the credentials inside any URL replaced by ***: a password after its user
+    (user:***@host), or the whole user part when it stands alone (it may be a token)."""
+    return _URL_AUTH.sub(lambda m: f"{m[1]}{m[2]}:***@" if m[3] else f"{m[1]}***@", text)
+
+
+def _s(key: str, env: str, type_: str, default: Any, meaning: str, **kw: Any) -> Setting:
+    return Setting(key, env, type_, default, meaning, **kw)
+
+
+PORT = {"minimum": 0, "maximum": 65535}
+PROVIDER_NAMES = registry.BUILTIN_NAMES
+
+REGISTRY: tuple[Setting, ...] = (
+    # the gateway itself
+    _s("gateway.providers", "CCS_PROVIDERS", "list", ["ccs"],
+       "providers to start, comma-separated: ccs, http, legacy, c2dm, mpns, apns, apns-binary, "
+       "or one a plugin declares"),
+    _s("gateway.plugins", "CCS_PLUGINS", "list", [],
+       "Python modules to import before settings are checked (they register a "
+       "ccs.registry.ProviderSpec; entry points in ccs_gateway.providers load too)"),
+    _s("gateway.fcm_fallback", "CCS_FALLBACK_PROVIDER", "str", "http",
+       "provider for FCM targets when no CCS session is healthy (empty: wait for CCS)"),
+    _s("gateway.ccs_startup_grace", "CCS_STARTUP_GRACE", "float", 10.0,
+       "seconds after start during which FCM messages wait for CCS instead of the fallback",
+       minimum=0),
+    _s("gateway.concurrency", "CCS_PROVIDER_CONCURRENCY", "int", 500,
+       "messages in flight per provider at most", minimum=1),
+    _s("gateway.stop_timeout", "CCS_STOP_TIMEOUT", "float", 10.0,
+       "seconds a clean stop waits for in-flight messages", minimum=0),
+    _s("gateway.log_level", "CCS_LOG_LEVEL", "str", "info",
+       "how much `ccs run` logs: debug, info, warning or error",
+       choices=("debug", "info", "warning", "error")),
+    _s("gateway.restart_backoff", "CCS_RESTART_BACKOFF", "float", 1.0,
+       "first delay in seconds before restarting a crashed child (doubles, at most 60)",
+       minimum=0),
+    # CCS
+    _s("ccs.host", "CCS_HOST", "str", "fcm-xmpp.googleapis.com", "CCS server host"),
+    _s("ccs.port", "CCS_PORT", "int", 5235, "CCS server port (5236: testing)", **PORT),
+    _s("ccs.sender_id", "CCS_SENDER_ID", "str", None, "sender id (project number)"),
+    _s("ccs.server_key", "CCS_SERVER_KEY", "str", None, "server key (SASL password)",
+       secret=True),
+    _s("ccs.ca_file", "CCS_CA_FILE", "path", None,
+       "extra CA certificates (PEM) to trust, for every provider; TLS is always verified"),
+    _s("ccs.connections", "CCS_CONNECTIONS", "int", 4, "CCS connections in the pool",
+       minimum=1, maximum=1000),
+    _s("ccs.domain", "CCS_DOMAIN", "str", "gcm.googleapis.com", "XMPP domain of the sender JID"),
+    _s("ccs.connection_budget", "CCS_CONNECTION_BUDGET", "int", 1000,
+       "CCS connections per sender across all gateways sharing a Redis outbox (leases)",
+       minimum=1, maximum=1000),
+    _s("ccs.window", "CCS_WINDOW", "int", 100, "unanswered messages per CCS session (the CCS "
+       "limit is 100)", minimum=1, maximum=100),
+    _s("ccs.ack_timeout", "CCS_ACK_TIMEOUT", "float", 60.0,
+       "seconds a message may wait for its ack or nack before its session is closed and the "
+       "message re-sent on a fresh one (0: wait forever)", minimum=0),
+    _s("ccs.no_session_timeout", "CCS_NO_SESSION_TIMEOUT", "float", 10.0,
+       "seconds without a usable CCS session after which queued messages are handed back "
+       "(the gateway sends them through its fallback); 0 waits for CCS", minimum=0),
+    # outbox
+    _s("outbox.path", "CCS_OUTBOX", "str", "./ccs-outbox.sqlite",
+       "SQLite outbox file (':memory:' keeps it in memory: nothing survives a restart), or a "
+       "Redis URL (redis://, rediss:// for TLS, redis+cluster://H:P,H:P/ or rediss+cluster://; "
+       "?prefix=P): one queue shared by many gateways"),
+    _s("outbox.password", "CCS_OUTBOX_PASSWORD", "str", None,
+       "Redis outbox: password (AUTH) when the URL gives none", secret=True),
+    _s("outbox.shards", "CCS_OUTBOX_SHARDS", "int", 16,
+       "Redis outbox: shards of a new outbox (each one cluster slot; an existing outbox keeps "
+       "its count)", minimum=1, maximum=1024),
+    _s("outbox.dedup_horizon", "CCS_OUTBOX_DEDUP_HORIZON", "float", 2_505_600.0,
+       "Redis outbox: seconds an upstream message or receipt id is remembered to drop CCS "
+       "re-deliveries (default 29 days: longer than the 28-day maximum time_to_live)",
+       minimum=1),
+    _s("outbox.sync", "CCS_OUTBOX_SYNC", "str", "normal",
+       "SQLite synchronous mode: normal survives a process crash, full also a power loss",
+       choices=("normal", "full")),
+    _s("outbox.threadpool", "CCS_OUTBOX_THREADPOOL", "bool", False,
+       "run SQLite transactions in gevent's threadpool instead of in the hub"),
+    _s("outbox.batch", "CCS_OUTBOX_BATCH", "int", 2000,
+       "operations per group-commit transaction at most", minimum=1),
+    _s("outbox.reclaim_idle", "CCS_OUTBOX_RECLAIM_IDLE", "float", 30.0,
+       "Redis outbox: seconds a message held by a silent gateway waits before another gateway "
+       "takes it over (at least twice outbox.heartbeat)", minimum=0.01),
+    _s("outbox.heartbeat", "CCS_OUTBOX_HEARTBEAT", "float", 5.0,
+       "Redis outbox: seconds between heartbeats; a gateway silent for three is gone and its "
+       "CCS connection leases expire", minimum=0.005),
+    _s("outbox.stream_maxlen", "CCS_OUTBOX_STREAM_MAXLEN", "int", 1_000_000,
+       "Redis outbox: entries kept (about) in each public stream (outcome, upstream, receipt, "
+       "token), all shards together", minimum=1),
+    _s("outbox.record_ttl", "CCS_OUTBOX_RECORD_TTL", "float", 0.0,
+       "Redis outbox: seconds a finished message's record is kept for `ccs status` (0: for ever, "
+       "as in SQLite)", minimum=0),
+    # admin API
+    _s("admin.enabled", "CCS_ADMIN_ENABLED", "bool", True, "serve the admin API on 127.0.0.1"),
+    _s("admin.port", "CCS_ADMIN_PORT", "int", 8470, "admin API port (0: ephemeral)", **PORT),
+    _s("admin.token", "CCS_ADMIN_TOKEN", "str", None,
+       "bearer token the admin API requires (required when the API is enabled; at least 16 "
+       "characters)", secret=True),
+    _s("admin.connections", "CCS_ADMIN_CONNECTIONS", "int", 1000,
+       "admin API connections open at once at most (event streams included)", minimum=2),
+    _s("admin.event_clients", "CCS_ADMIN_EVENT_CLIENTS", "int", 64,
+       "event-stream (/v1/events) subscribers at once at most; more are answered 503",
+       minimum=1),
+    _s("admin.read_timeout", "CCS_ADMIN_READ_TIMEOUT", "float", 10.0,
+       "seconds an admin API client has to send a request's headers, and again its body",
+       minimum=0.01),
+    _s("admin.idle_timeout", "CCS_ADMIN_IDLE_TIMEOUT", "float", 30.0,
+       "seconds an admin API connection may wait idle for its next request before it is closed",
+       minimum=0.01),
+    # token feedback webhook
+    _s("webhook.url", "CCS_WEBHOOK_URL", "str", None,
+       "URL that receives token events as signed JSON POSTs (http:// or https://)"),
+    _s("webhook.secret", "CCS_WEBHOOK_SECRET", "str", None,
+       "HMAC-SHA256 key for the X-CCS-Signature header", secret=True),
+    _s("webhook.ca_file", "CCS_WEBHOOK_CA_FILE", "path", None,
+       "extra CA certificates to trust for an https webhook"),
+    _s("webhook.timeout", "CCS_WEBHOOK_TIMEOUT", "float", 10.0, "seconds per webhook POST",
+       minimum=0.1),
+    _s("webhook.max_backoff", "CCS_WEBHOOK_MAX_BACKOFF", "float", 300.0,
+       "longest delay in seconds between retries of a failed webhook POST", minimum=0.01),
+    # FCM HTTP v1
+    _s("fcm.credentials", "CCS_FCM_CREDENTIALS", "path", None,
+       "service-account JSON file for FCM HTTP v1"),
+    _s("fcm.project", "CCS_FCM_PROJECT", "str", None, "Firebase project id"),
+    _s("fcm.url", "CCS_FCM_URL", "str", None, "FCM HTTP v1 base URL (provider default if unset)"),
+    _s("fcm.iid_url", "CCS_FCM_IID_URL", "str", None,
+       "Instance ID (topic management) base URL (provider default if unset)"),
+    _s("fcm.concurrency", "CCS_FCM_CONCURRENCY", "int", None,
+       "FCM HTTP v1 requests in flight over HTTP/1.1, one socket each (provider default if "
+       "unset)", minimum=1),
+    _s("fcm.connections", "CCS_FCM_CONNECTIONS", "int", None,
+       "FCM HTTP v1 HTTP/2 connections, each carrying up to the server's stream limit "
+       "(provider default if unset)", minimum=1),
+    # legacy GCM/FCM HTTP
+    _s("legacy.url", "CCS_LEGACY_URL", "str", None, "legacy HTTP send URL"),
+    _s("legacy.key", "CCS_LEGACY_KEY", "str", None, "legacy HTTP server key", secret=True),
+    # C2DM
+    _s("c2dm.url", "CCS_C2DM_URL", "str", None, "C2DM send URL"),
+    _s("c2dm.login_url", "CCS_C2DM_LOGIN_URL", "str", None, "ClientLogin URL"),
+    _s("c2dm.email", "CCS_C2DM_EMAIL", "str", None, "ClientLogin account"),
+    _s("c2dm.password", "CCS_C2DM_PASSWORD", "str", None, "ClientLogin password", secret=True),
+    _s("c2dm.source", "CCS_C2DM_SOURCE", "str", None, "ClientLogin source (application name)"),
+    _s("c2dm.quota_lock", "CCS_C2DM_QUOTA_LOCK", "path", None,
+       "file written when the daily quota is exceeded (provider default if unset)"),
+    _s("c2dm.callback_url", "CCS_C2DM_CALLBACK_URL", "str", None,
+       "node2dm-style bad-token callback URL of the C2DM provider"),
+    _s("c2dm.callback_secret", "CCS_C2DM_CALLBACK_SECRET", "str", None,
+       "shared secret of the C2DM bad-token callback", secret=True),
+    # MPNS
+    _s("mpns.cert", "CCS_MPNS_CERT", "path", None, "client certificate for authenticated MPNS"),
+    _s("mpns.key", "CCS_MPNS_KEY", "path", None, "private key of the MPNS client certificate"),
+    # APNs
+    _s("apns.host", "CCS_APNS_HOST", "str", None, "APNs host (provider default if unset)"),
+    _s("apns.sandbox", "CCS_APNS_SANDBOX", "bool", None, "use the APNs development environment"),
+    _s("apns.port", "CCS_APNS_PORT", "int", None, "APNs port (443 or 2197)", **PORT),
+    _s("apns.key_file", "CCS_APNS_KEY_FILE", "path", None, "token auth: .p8 signing key"),
+    _s("apns.key_id", "CCS_APNS_KEY_ID", "str", None, "token auth: key id"),
+    _s("apns.team_id", "CCS_APNS_TEAM_ID", "str", None, "token auth: team id"),
+    _s("apns.cert", "CCS_APNS_CERT", "path", None, "certificate auth: PEM certificate"),
+    _s("apns.cert_key", "CCS_APNS_CERT_KEY", "path", None, "certificate auth: PEM private key"),
+    _s("apns.pfx", "CCS_APNS_PFX", "path", None, "certificate auth: PKCS#12 file"),
+    _s("apns.pfx_passphrase", "CCS_APNS_PFX_PASSPHRASE", "str", None,
+       "passphrase of the PKCS#12 file", secret=True),
+    _s("apns.topic", "CCS_APNS_TOPIC", "str", None, "default apns-topic (bundle id)"),
+    _s("apns.connections", "CCS_APNS_CONNECTIONS", "int", None, "APNs HTTP/2 connections",
+       minimum=1),
+    _s("apns.retry_attempts", "CCS_APNS_RETRY_ATTEMPTS", "int", 3,
+       "extra attempts for a notification answered 429, 500 or 503", minimum=0),
+    _s("apns.retry_seconds", "CCS_APNS_RETRY_SECONDS", "float", 30.0,
+       "no retry of a notification starts later than this after it was sent", minimum=0),
+    _s("apns.legacy_host", "CCS_APNS_LEGACY_HOST", "str", None, "binary interface host"),
+    _s("apns.legacy_port", "CCS_APNS_LEGACY_PORT", "int", None, "binary interface port", **PORT),
+    _s("apns.binary_command", "CCS_APNS_BINARY_COMMAND", "int", None,
+       "binary interface: 2 (frames of items) or 1 (enhanced format); default 2",
+       minimum=1, maximum=2),
+    _s("apns.binary_cache", "CCS_APNS_BINARY_CACHE", "int", None,
+       "binary interface: unresolved notifications before the writer waits; default 1000",
+       minimum=1),
+    _s("apns.binary_wait", "CCS_APNS_BINARY_WAIT", "float", None,
+       "binary interface: seconds the writer waits for room before the cache doubles; "
+       "default 0.1", minimum=0),
+    _s("apns.binary_quiet", "CCS_APNS_BINARY_QUIET", "float", None,
+       "binary interface: seconds without an error response after which a notification is "
+       "ok (the gateway never confirms); default 1.0", minimum=0.001),
+    _s("apns.feedback_host", "CCS_APNS_FEEDBACK_HOST", "str", None, "feedback service host"),
+    _s("apns.feedback_port", "CCS_APNS_FEEDBACK_PORT", "int", None, "feedback service port",
+       **PORT),
+)
+
+BY_KEY = {s.key: s for s in REGISTRY}
+BY_ENV = {s.env: s for s in REGISTRY}
+
+
+def declared() -> tuple[Setting, ...]:
+    """The gateway's settings, then those of every registered plugin provider; ConfigError
+    naming a plugin's setting that takes a key or variable the gateway owns."""
+    extra = registry.declared_settings()
+    for s in extra:
+        for name in (s.key, s.env):
+            if name in BY_KEY or name in BY_ENV:
+                raise ConfigError(name, "a plugin declares a setting the gateway owns")
+    return REGISTRY + extra
+
+
+def _by(attr: str) -> dict[str, Setting]:
+    return {getattr(s, attr): s for s in declared()}
+
+
+def _parse_env(s: Setting, raw: str) -> Any:
+    """Turn a variable's text into the setting's type."""
+    text = raw.strip()
+    if s.type in ("str", "path"):
+        return text or None
+    if text == "":
+        return None
+    if s.type == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(s.env, f"expected an integer, got {raw!r}") from None
+    if s.type == "float":
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(s.env, f"expected a number, got {raw!r}") from None
+    if s.type == "bool":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ConfigError(s.env, f"expected true or false, got {raw!r}")
+    return [p.strip() for p in text.split(",") if p.strip()]  # list
+
+
+def _check_file_value(s: Setting, value: Any) -> Any:
+    """Check a TOML value's type against the setting's."""
+    name = s.type
+    ok = {
+        "str": isinstance(value, str),
+        "path": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, int | float) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "list": isinstance(value, list) and all(isinstance(v, str) for v in value),
+    }[name]
+    if not ok:
+        want = {"list": "a list of strings", "int": "an integer", "float": "a number",
+                "bool": "true or false"}.get(name, "a string")
+        raise ConfigError(s.key, f"expected {want}, got {value!r}")
+    return float(value) if name == "float" else value
+
+
+def _check_range(s: Setting, value: Any, name: str) -> None:
+    if value is None:
+        return
+    if s.choices and value not in s.choices:
+        raise ConfigError(name, f"expected one of {', '.join(s.choices)}, got {value!r}")
+    if s.minimum is not None and value < s.minimum:
+        raise ConfigError(name, f"must be at least {s.minimum:g}, got {value!r}")
+    if s.maximum is not None and value > s.maximum:
+        raise ConfigError(name, f"must be at most {s.maximum:g}, got {value!r}")
+    if s.key == "gateway.providers":
+        known = registry.known()
+        for p in value:
+            if p not in known:
+                raise ConfigError(name, f"unknown provider {p!r} (known: {', '.join(known)}; "
+                                        "a plugin's provider needs its module in CCS_PLUGINS "
+                                        "or an installed entry point)")
+
+
+def _load_plugins(doc: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+    """Import the plugins the file or the environment names (the environment wins), and the
+    installed entry points, before anything else is checked."""
+    s = BY_KEY["gateway.plugins"]
+    modules = s.default
+    file_value = doc.get("gateway", {}).get("plugins") if isinstance(doc.get("gateway"),
+                                                                       dict) else None
+    if file_value is not None:
+        modules = _check_file_value(s, file_value)
+    if s.env in environ:
+        modules = _parse_env(s, environ[s.env]) or []
+    registry.load_plugins(modules)
+
+
+def _flatten(doc: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for k, v in doc.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from _flatten(v, key + ".")
+        else:
+            yield key, v
+
+
+class Settings(Mapping[str, Any]):
+    """Resolved settings: a read-only mapping from TOML key to value."""
+
+    def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str] | None = None):
+        self._declared = declared()
+        self._values = {s.key: values.get(s.key, s.default) for s in self._declared}
+        self._sources = dict(sources or {})
+
+    @classmethod
+    def load(cls, config: str | os.PathLike[str] | None = None,
+             environ: Mapping[str, str] | None = None) -> Settings:
+        """Read `config` (default ./ccs.toml when it exists), then the CCS_* environment."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        path = Path(config) if config is not None else Path(DEFAULT_CONFIG)
+        if config is not None and not path.is_file():
+            raise ConfigError("--config", f"no such file: {path}")
+        doc: dict[str, Any] = {}
+        if path.is_file():
+            try:
+                doc = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+        _load_plugins(doc, environ)  # first: their providers and settings become known
+        by_key, by_env = _by("key"), _by("env")
+        for key, value in _flatten(doc):
+            s = by_key.get(key)
+            if s is None:
+                raise ConfigError(key, f"unknown setting in {path}")
+            values[key] = _check_file_value(s, value)
+            _check_range(s, values[key], key)
+            sources[key] = str(path)
+        for name, raw in environ.items():
+            s = by_env.get(name)
+            if s is None:
+                continue  # other CCS_* variables belong to other tools; only the file is strict
+            values[s.key] = _parse_env(s, raw)
+            _check_range(s, values[s.key], name)
+            sources[s.key] = "environment"
+        return cls(values, sources)
+
+    @classmethod
+    def defaults(cls) -> Settings:
+        return cls({})
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some values changed; keys use '__' for '.' (admin__port=0)."""
+        values = dict(self._values)
+        known = {s.key for s in declared()}  # a plugin loaded since may have added some
+        for k, v in changes.items():
+            key = k.replace("__", ".")
+            if key not in known:
+                raise ConfigError(key, "unknown setting")
+            values[key] = v
+        return Settings(values, self._sources)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def source(self, key: str) -> str:
+        return self._sources.get(key, "default")
+
+    def environ(self) -> dict[str, str]:
+        """The settings as CCS_* variables (set ones only), to feed providers' from_env."""
+        out: dict[str, str] = {}
+        for s in self._declared:
+            v = self._values[s.key]
+            if v is None:
+                continue
+            if s.type == "bool":
+                out[s.env] = "true" if v else "false"
+            elif s.type == "list":
+                out[s.env] = ",".join(v)
+            elif s.type == "float":
+                out[s.env] = repr(v)
+            else:
+                out[s.env] = str(v)
+        return out
+
+    def redacted(self) -> dict[str, Any]:
+        """Every value, secrets replaced by '***' when set: safe to print or log."""
+        secret = {s.key for s in self._declared if s.secret}
+        out = {k: ("***" if k in secret and v is not None else v)
+               for k, v in self._values.items()}
+        from ccs.gateway.outbox import shown  # a redis:// outbox URL may carry a password
+
+        out["outbox.path"] = shown(out["outbox.path"])
+        for k, v in out.items():  # any URL may carry user:password (webhook, provider URLs)
+            if isinstance(v, str):
+                out[k] = mask_urls(v)
+            elif isinstance(v, list):
+                out[k] = [mask_urls(x) if isinstance(x, str) else x for x in v]
+        return out
+
+    def __repr__(self) -> str:
+        return f"Settings({self.redacted()!r})"
+
+
+def _default_text(s: Setting) -> str:
+    if s.default is None:
+        return "(unset)"
+    if s.type == "list":
+        return ",".join(s.default)
+    if s.type == "bool":
+        return "true" if s.default else "false"
+    if s.type == "float":
+        return f"{s.default:g}"
+    return str(s.default)
+
+
+def rst_table() -> str:
+    """The settings table of docs/settings.rst, generated from the registry."""
+    rows = [(s.env, s.key, _default_text(s), s.meaning + (" (secret)" if s.secret else ""))
+            for s in REGISTRY]
+    head = ("Variable", "Config key", "Default", "Meaning")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    rule = "  ".join("=" * w for w in widths)
+
+    def line(r: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+
+    return "\n".join([rule, line(head), rule, *(line(r) for r in rows), rule]) + "\n"

@@ -1,0 +1,1 @@
+"""The CCS provider: XMPP stream, sessions, pool, client and the CCS emulator."""
