@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 
-class ConfigError(Exception):
-    """A bad or missing setting; names the key or environment variable."""
+class ConfigError(ValueError):
+    """A bad or missing setting: `key` names it (TOML key, CCS_* variable, or the config field
+    when built from Python). The one configuration error of the gateway and every provider; a
+    ValueError, so code that caught ValueError from a provider's config still does."""
 
     def __init__(self, key: str, reason: str) -> None:
         super().__init__(f"{key}: {reason}")

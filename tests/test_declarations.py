@@ -50,3 +50,21 @@ def test_loading_the_settings_imports_no_built_in_provider() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("name, changes, key", [
+    ("http", {}, "CCS_FCM_CREDENTIALS"),
+    ("legacy", {}, "CCS_LEGACY_KEY"),
+    ("c2dm", {}, "CCS_C2DM_EMAIL"),
+    ("c2dm", {"c2dm__email": "a@b"}, "CCS_C2DM_PASSWORD"),
+    ("mpns", {"mpns__cert": "/c.pem"}, "CCS_MPNS_CERT"),
+    ("apns", {"apns__key_file": "/k.p8"}, "ApnsConfig.key_id"),
+])
+def test_a_provider_refuses_its_settings_with_the_one_config_error(name, changes, key) -> None:
+    from ccs.errors import ConfigError
+    from ccs.gateway import providers
+
+    with pytest.raises(ConfigError) as caught:
+        providers.create(name, Settings.defaults().replace(**changes))
+    assert caught.value.key == key  # named where it was set, not wrapped in gateway.providers
+    assert isinstance(caught.value, ValueError) and str(caught.value).startswith(key + ": ")

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ccs.errors import ConfigError
 from ccs.transport.h2rules import H2PoolConfig
 
 PRODUCTION = "api.push.apple.com"
@@ -71,27 +72,29 @@ class ApnsConfig:
 
     def validate(self) -> None:
         if self.uses_token and self.uses_certificate:
-            raise ValueError("ApnsConfig: give a signing key or a certificate, not both")
+            raise ConfigError("ApnsConfig.key_file",
+                              "give a signing key or a certificate, not both")
         if self.uses_token and not (self.key_id and self.team_id):
-            raise ValueError("ApnsConfig.key_id and team_id are required with a signing key")
+            raise ConfigError("ApnsConfig.key_id",
+                              "key_id and team_id are required with a signing key")
         if not 20 * 60 <= self.token_refresh <= 60 * 60:
-            raise ValueError("ApnsConfig.token_refresh must be 1200-3600 seconds")
+            raise ConfigError("ApnsConfig.token_refresh", "must be 1200-3600 seconds")
         if not 0 < self.port < 65536:
-            raise ValueError("ApnsConfig.port must be 1-65535")
+            raise ConfigError("ApnsConfig.port", "must be 1-65535")
         if self.binary_command not in (1, 2):
-            raise ValueError("ApnsConfig.binary_command must be 1 or 2")
+            raise ConfigError("ApnsConfig.binary_command", "must be 1 or 2")
         if self.binary_cache_length < 1:
-            raise ValueError("ApnsConfig.binary_cache_length must be >= 1")
+            raise ConfigError("ApnsConfig.binary_cache_length", "must be >= 1")
         if self.binary_quiet_period <= 0 or self.binary_cache_wait < 0:
-            raise ValueError("ApnsConfig.binary_quiet_period must be > 0 and "
-                             "binary_cache_wait >= 0")
+            raise ConfigError("ApnsConfig.binary_quiet_period",
+                              "binary_quiet_period must be > 0 and binary_cache_wait >= 0")
         try:
             self.pool_config()
         except ValueError as e:  # the pool checks its own half; name the field as it is here
             field = {"retry_attempts": "retries"}
             name = str(e).split(".", 1)[1].split(" ", 1)[0] if "." in str(e) else ""
-            raise ValueError(str(e).replace("H2PoolConfig." + name,
-                                            "ApnsConfig." + field.get(name, name))) from None
+            raise ConfigError("ApnsConfig." + field.get(name, name),
+                              str(e).replace("H2PoolConfig." + name + " ", "")) from None
 
     def pool_config(self) -> H2PoolConfig:
         """The HTTP/2 pool's half of this configuration."""
@@ -118,7 +121,7 @@ class ApnsConfig:
                 return kind(raw)
             except ValueError:
                 what = "an integer" if kind is int else "a number"
-                raise ValueError(f"{name} must be {what}, got {raw!r}") from None
+                raise ConfigError(name, f"must be {what}, got {raw!r}") from None
 
         sandbox = environ.get("CCS_APNS_SANDBOX", "") in ("1", "true", "yes")
         kw: dict[str, object] = {

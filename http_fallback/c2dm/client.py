@@ -19,6 +19,7 @@ import gevent
 from gevent.pool import Group
 from gevent.queue import Queue
 
+from ccs.errors import ConfigError
 from ccs.outcome import Outcome, SendResult, Status, TokenEvent, TokenEventKind
 from ccs.provider import Provider
 from http_fallback.c2dm import protocol
@@ -52,12 +53,12 @@ class C2dmConfig:
 
     def __post_init__(self) -> None:
         if not self.email:
-            raise ValueError("CCS_C2DM_EMAIL: the sender account is required")
+            raise ConfigError("CCS_C2DM_EMAIL", "the sender account is required")
         if not self.password:
-            raise ValueError("CCS_C2DM_PASSWORD: the account password is required")
+            raise ConfigError("CCS_C2DM_PASSWORD", "the account password is required")
         for name, url in (("CCS_C2DM_URL", self.url), ("CCS_C2DM_LOGIN_URL", self.login_url)):
             if not url.startswith(("https://", "http://")):
-                raise ValueError(f"{name}: not an http(s) URL: {url!r}")
+                raise ConfigError(name, f"not an http(s) URL: {url!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> C2dmConfig:

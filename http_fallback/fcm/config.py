@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit
 
+from ccs.errors import ConfigError
 from http_fallback.fcm.protocol import FcmRetryPolicy
 
 ENV = {
@@ -59,22 +60,22 @@ class FcmConfig:
 
     def __post_init__(self) -> None:
         if not self.credentials_file:
-            raise ValueError("credentials_file: required (CCS_FCM_CREDENTIALS)")
+            raise ConfigError("credentials_file", "required (CCS_FCM_CREDENTIALS)")
         for name in ("base_url", "iid_url"):
             problem = url_problem(getattr(self, name))
             if problem:
-                raise ValueError(f"{name}: {problem}")
+                raise ConfigError(name, problem)
         for name in ("concurrency", "connections", "queue_size", "max_attempts"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+                raise ConfigError(name, f"must be a positive integer, got {value!r}")
         if not isinstance(self.http2, bool):
-            raise ValueError(f"http2: must be True or False, got {self.http2!r}")
+            raise ConfigError("http2", f"must be True or False, got {self.http2!r}")
         for name in ("timeout", "connect_timeout", "retry_base_delay", "retry_max_delay",
                      "quota_delay", "retry_jitter", "retry_deadline", "refresh_margin"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name}: must be a non-negative number, got {value!r}")
+                raise ConfigError(name, f"must be a non-negative number, got {value!r}")
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)[:6])
@@ -91,7 +92,7 @@ class FcmConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown FCM setting {unknown[0]!r}")
+            raise ConfigError(unknown[0], "unknown FCM setting")
         return cls(**values)
 
     @classmethod
@@ -101,19 +102,19 @@ class FcmConfig:
         is an error."""
         unknown = sorted(k for k in environ if k.startswith("CCS_FCM_") and k not in ENV)
         if unknown:
-            raise ValueError(f"unknown variable {unknown[0]}")
+            raise ConfigError(unknown[0], "unknown variable")
         values: dict[str, Any] = {}
         for var, name in ENV.items():
             if environ.get(var):
                 values[name] = environ[var]
         if "credentials_file" not in values and "credentials_file" not in overrides:
-            raise ValueError("CCS_FCM_CREDENTIALS: required (path of a service-account file)")
+            raise ConfigError("CCS_FCM_CREDENTIALS", "required (path of a service-account file)")
         for var in ("CCS_FCM_CONCURRENCY", "CCS_FCM_CONNECTIONS"):
             name = ENV[var]
             if name in values:
                 try:
                     values[name] = int(values[name])
                 except ValueError:
-                    raise ValueError(f"{var}: must be a positive integer") from None
+                    raise ConfigError(var, "must be a positive integer") from None
         values.update(overrides)
         return cls.from_dict(values)

@@ -14,6 +14,7 @@ import gevent
 from gevent.lock import BoundedSemaphore
 from gevent.pool import Group
 
+from ccs.errors import ConfigError
 from ccs.outcome import Outcome, SendResult, Status, TokenEvent
 from ccs.provider import Provider
 from http_fallback.legacy import protocol
@@ -39,9 +40,9 @@ class LegacyConfig:
 
     def __post_init__(self) -> None:
         if not self.server_key:
-            raise ValueError("CCS_LEGACY_KEY: a server key is required")
+            raise ConfigError("CCS_LEGACY_KEY", "a server key is required")
         if not self.url.startswith(("https://", "http://")):
-            raise ValueError(f"CCS_LEGACY_URL: not an http(s) URL: {self.url!r}")
+            raise ConfigError("CCS_LEGACY_URL", f"not an http(s) URL: {self.url!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> LegacyConfig:

@@ -19,6 +19,7 @@ import gevent
 from gevent.lock import BoundedSemaphore
 from gevent.pool import Group
 
+from ccs.errors import ConfigError
 from ccs.outcome import Outcome, SendResult, Status, TokenEvent
 from ccs.provider import Provider
 from http_fallback.mpns import protocol
@@ -43,7 +44,7 @@ class MpnsConfig:
 
     def __post_init__(self) -> None:
         if bool(self.cert_file) != bool(self.key_file):
-            raise ValueError("CCS_MPNS_CERT and CCS_MPNS_KEY: set both or neither")
+            raise ConfigError("CCS_MPNS_CERT", "set CCS_MPNS_CERT and CCS_MPNS_KEY both or neither")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> MpnsConfig:
