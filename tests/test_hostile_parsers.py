@@ -25,7 +25,7 @@ from http_fallback.legacy import protocol as legacy
 from http_fallback.legacy.model import LegacyMessage
 from http_fallback.mpns import protocol as mpns
 from http_fallback.retry_policy import parse_retry_after
-from tests.test_xmpp_stream import logged_in
+from tests.xmpp.test_stream import logged_in
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

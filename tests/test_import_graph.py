@@ -98,3 +98,25 @@ def test_built_in_emulators_come_from_their_declarations() -> None:
     for name in ("apns", "c2dm", "fcm", "legacy", "mpns"):
         command = emulate.get_command(ctx, name)
         assert command is not None and command.callback.__module__.startswith("http_fallback.")
+
+
+# Tests that look at the whole project rather than one package stay at the top of tests/.
+CROSS_CUTTING = {"test_careless", "test_docs", "test_hostile_messages", "test_hostile_parsers",
+                 "test_import_graph", "test_poison", "test_readme", "test_secrets"}
+
+
+def test_tests_mirror_the_package() -> None:
+    tests = ROOT / "tests"
+    assert {p.stem for p in tests.glob("test_*.py")} == CROSS_CUTTING
+    for path in sorted(tests.rglob("test_*.py")):
+        parts = path.relative_to(tests).parts[:-1]
+        if not parts:
+            continue
+        assert (tests.joinpath(*parts) / "__init__.py").exists(), path
+        if parts[0] == "http_fallback":
+            package = ROOT.joinpath(*parts)
+        elif parts[0] == "seam":
+            package = ROOT / "ccs"
+        else:
+            package = ROOT / "ccs" / Path(*parts)
+        assert package.is_dir(), f"{path.relative_to(ROOT)} has no package {package.name}/"

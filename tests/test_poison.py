@@ -19,11 +19,11 @@ from ccs.gateway.supervisor import Supervisor
 from ccs.limits import MAX_DEPTH, MAX_MESSAGE_BYTES, LimitError, check_message, text_depth
 from ccs.outcome import Status
 from tests import apns_support as A
+from tests.console.test_gateway import counts
+from tests.gateway.admin.test_hostile import raw, request
+from tests.gateway.admin.test_server import TOKEN
 from tests.helpers import run_ccs, wait_until
 from tests.providers import LocalProvider
-from tests.test_admin import TOKEN
-from tests.test_admin_hostile import raw, request
-from tests.test_console_gateway import counts
 
 
 def nested(depth: int) -> Any:

@@ -23,7 +23,7 @@ class CcsConfig:
     port: int = 5235
     domain: str = "gcm.googleapis.com"  # stream `to` and the SASL authcid's domain
     # SASL PLAIN authcid; None means `<sender_id>@<domain>` (CCS). Other XMPP servers, such as
-    # Prosody in tests/test_interop_prosody.py, want the bare username: authcid=sender_id.
+    # Prosody in tests/xmpp/test_interop_prosody.py, want the bare username: authcid=sender_id.
     authcid: str | None = None
     ca_file: str | None = None  # adds trust; verification is never turned off
     tls_server_name: str | None = None  # name checked in the certificate (default: host)

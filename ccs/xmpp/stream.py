@@ -320,7 +320,7 @@ def _error_parts(el: ET.Element | None, ns: str) -> tuple[str | None, str | None
 def encode_gcm(json_text: str, to: str | None = None) -> bytes:
     """One `<message><gcm xmlns="google:mobile:data">JSON</gcm></message>`, escaped by
     ElementTree's serialiser. CCS routes by the JSON's `to` and the stanza has none; `to` sets
-    the stanza's address for other XMPP servers (tests/test_interop_prosody.py).
+    the stanza's address for other XMPP servers (tests/xmpp/test_interop_prosody.py).
 
     slixmpp's `tostring` escapes text one character at a time: 35 us for a 330-byte JSON
     payload, most of the client's budget. ElementTree's serialiser (the same Element objects

@@ -20,9 +20,9 @@ from ccs.gateway.outbox import MemoryStore
 from ccs.gateway.settings import ConfigError, Settings
 from ccs.gateway.supervisor import Supervisor
 from ccs.limits import MAX_DEPTH
+from tests.gateway.admin.test_server import TOKEN, Drainable, in_thread
 from tests.helpers import wait_until
 from tests.providers import LocalProvider
-from tests.test_admin import TOKEN, Drainable, in_thread
 
 
 def start(**changes: Any) -> Supervisor:
@@ -212,7 +212,7 @@ def test_a_chunked_body_is_read(sup: Supervisor) -> None:
 
 
 def test_draining_an_unknown_session_is_404() -> None:
-    from tests.test_admin import Drainable as Base
+    from tests.gateway.admin.test_server import Drainable as Base
 
     class Sessions(Base):
         def drain(self, session_id: Any = None) -> int:

@@ -16,8 +16,8 @@ from ccs.gateway.settings import Settings
 from ccs.gateway.supervisor import Supervisor
 from ccs.outcome import Status
 from ccs.xmpp.emulator import CcsEmulator
+from tests.gateway.test_feedback import SECRET, Receiver
 from tests.helpers import ROOT, ccs_env, wait_until
-from tests.test_feedback import SECRET, Receiver
 
 SENDER, KEY = "4815162342", "gateway-test-key"
 

@@ -12,10 +12,10 @@ import pytest
 from ccs.gateway.outbox.sqlite import SqliteStore
 from ccs.gateway.settings import ConfigError, Settings
 from ccs.gateway.supervisor import Supervisor
+from tests.gateway.admin.test_hostile import raw, request
+from tests.gateway.admin.test_server import TOKEN  # noqa: E402
 from tests.helpers import run_ccs
 from tests.providers import LocalProvider
-from tests.test_admin import TOKEN  # noqa: E402
-from tests.test_admin_hostile import raw, request
 
 
 def bad_outboxes(tmp: Path) -> dict[str, str]:

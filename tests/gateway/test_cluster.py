@@ -10,8 +10,8 @@ from typing import Any
 
 from ccs.gateway.outbox.redis import RedisStore
 from ccs.xmpp.emulator import CcsEmulator
+from tests.gateway.test_many_gateways import KEY, SENDER, gateway_env, start
 from tests.helpers import run_ccs, stop_gateways, wait_until
-from tests.test_gateway_redis import KEY, SENDER, gateway_env, start
 
 TOTAL = 5000
 
