@@ -88,8 +88,8 @@ class ProviderSpec:
     summary: str = field(default="", compare=False)
 
 
-# Names the gateway ships: ccs (built into ccs.gateway.providers) and the http_fallback providers,
-# each declared in its own package and named by an entry point in setup.cfg.
+# Names the gateway ships, each declared in its own package (ccs/xmpp/declaration.py,
+# http_fallback/<provider>/declaration.py) and named by an entry point in setup.cfg.
 BUILTIN_NAMES = ("ccs", "http", "legacy", "c2dm", "mpns", "apns", "apns-binary")
 
 _specs: dict[str, ProviderSpec] = {}
@@ -141,8 +141,16 @@ def known() -> list[str]:
 
 
 def declared_settings() -> tuple[Setting, ...]:
-    """The settings plugins declared, in registration order."""
-    return tuple(s for sp in _specs.values() for s in sp.settings)
+    """The settings plugins declared, in registration order (built-in names' excluded)."""
+    return tuple(s for sp in _specs.values() if sp.name not in BUILTIN_NAMES
+                 for s in sp.settings)
+
+
+def builtin_settings() -> tuple[Setting, ...]:
+    """The settings each built-in provider declares (its package's declaration, loaded now if
+    it was not), in BUILTIN_NAMES order."""
+    return tuple(s for name in BUILTIN_NAMES if (sp := spec(name)) is not None
+                 for s in sp.settings)
 
 
 def load_plugins(modules: list[str] | tuple[str, ...] = ()) -> None:

@@ -1,9 +1,9 @@
 """Build providers by name: the supervisor builds the ones the settings name, nothing more.
 
 A provider plugs in by declaring a `ccs.registry.ProviderSpec` (from a module listed in
-CCS_PLUGINS, or an entry point in the `ccs_gateway.providers` group). The built-in HTTP and
-APNs providers declare themselves the same way (http_fallback/<provider>/declaration.py, named
-in setup.cfg); only ccs is built in here. `register(name, factory, adapt)` is the older
+CCS_PLUGINS, or an entry point in the `ccs_gateway.providers` group). The built-in ones
+declare themselves the same way (ccs/xmpp/declaration.py, http_fallback/<provider>/
+declaration.py, named in setup.cfg). `register(name, factory, adapt)` is the older
 spelling of a declaration without settings (the factory receives the settings as CCS_*
 variables). An adapter turns a stored message (a JSON object) into what send() takes.
 """
@@ -36,25 +36,14 @@ def load_plugins(modules: list[str]) -> None:
 
 
 def _spec(name: str) -> ProviderSpec:
-    """The declaration of provider `name` (ccs is built in here, the others come through the
-    registry); ConfigError naming gateway.providers when there is none."""
+    """The declaration of provider `name`, through the registry; ConfigError naming
+    gateway.providers when there is none."""
     declared = registry.spec(name)
-    if declared is None and name == "ccs":
-        return _CCS
     if declared is None:
         raise ConfigError("gateway.providers", f"unknown provider {name!r} (known: "
                                                f"{', '.join(registry.known())}; a built-in one "
                                                "is missing: reinstall the package)")
     return declared
-
-
-def _ccs_factory(settings: Settings) -> Provider:
-    from ccs.xmpp.client import CcsClient, CcsConfig
-
-    return CcsClient(CcsConfig.from_env(settings.environ()))
-
-
-_CCS = ProviderSpec("ccs", _ccs_factory, summary="Google CCS (XMPP)")
 
 
 def create(name: str, settings: Settings) -> Provider:

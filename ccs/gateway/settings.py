@@ -1,4 +1,8 @@
-"""One registry for every setting: TOML key, CCS_* variable, type, default, meaning.
+"""Every setting: TOML key, CCS_* variable, type, default, meaning.
+
+The gateway declares its own here (REGISTRY); each provider declares its own in its
+`ProviderSpec` (the CCS provider in ccs/xmpp/declaration.py, the HTTP ones in
+http_fallback/<provider>/declaration.py, plugins in theirs), and `declared()` puts them together.
 
 The environment overrides the file. An unknown key or a bad value raises ConfigError naming the
 key (or variable); the console maps it to exit status 2. Secret values never appear in reprs.
@@ -63,28 +67,8 @@ REGISTRY: tuple[Setting, ...] = (
     _s("gateway.restart_backoff", "CCS_RESTART_BACKOFF", "float", 1.0,
        "first delay in seconds before restarting a crashed child (doubles, at most 60)",
        minimum=0),
-    # CCS
-    _s("ccs.host", "CCS_HOST", "str", "fcm-xmpp.googleapis.com", "CCS server host"),
-    _s("ccs.port", "CCS_PORT", "int", 5235, "CCS server port (5236: testing)", **PORT),
-    _s("ccs.sender_id", "CCS_SENDER_ID", "str", None, "sender id (project number)"),
-    _s("ccs.server_key", "CCS_SERVER_KEY", "str", None, "server key (SASL password)",
-       secret=True),
     _s("ccs.ca_file", "CCS_CA_FILE", "path", None,
        "extra CA certificates (PEM) to trust, for every provider; TLS is always verified"),
-    _s("ccs.connections", "CCS_CONNECTIONS", "int", 4, "CCS connections in the pool",
-       minimum=1, maximum=1000),
-    _s("ccs.domain", "CCS_DOMAIN", "str", "gcm.googleapis.com", "XMPP domain of the sender JID"),
-    _s("ccs.connection_budget", "CCS_CONNECTION_BUDGET", "int", 1000,
-       "CCS connections per sender across all gateways sharing a Redis outbox (leases)",
-       minimum=1, maximum=1000),
-    _s("ccs.window", "CCS_WINDOW", "int", 100, "unanswered messages per CCS session (the CCS "
-       "limit is 100)", minimum=1, maximum=100),
-    _s("ccs.ack_timeout", "CCS_ACK_TIMEOUT", "float", 60.0,
-       "seconds a message may wait for its ack or nack before its session is closed and the "
-       "message re-sent on a fresh one (0: wait forever)", minimum=0),
-    _s("ccs.no_session_timeout", "CCS_NO_SESSION_TIMEOUT", "float", 10.0,
-       "seconds without a usable CCS session after which queued messages are handed back "
-       "(the gateway sends them through its fallback); 0 waits for CCS", minimum=0),
     # outbox
     _s("outbox.path", "CCS_OUTBOX", "str", "./ccs-outbox.sqlite",
        "SQLite outbox file (':memory:' keeps it in memory: nothing survives a restart), or a "
@@ -146,73 +130,6 @@ REGISTRY: tuple[Setting, ...] = (
        minimum=0.1),
     _s("webhook.max_backoff", "CCS_WEBHOOK_MAX_BACKOFF", "float", 300.0,
        "longest delay in seconds between retries of a failed webhook POST", minimum=0.01),
-    # FCM HTTP v1
-    _s("fcm.credentials", "CCS_FCM_CREDENTIALS", "path", None,
-       "service-account JSON file for FCM HTTP v1"),
-    _s("fcm.project", "CCS_FCM_PROJECT", "str", None, "Firebase project id"),
-    _s("fcm.url", "CCS_FCM_URL", "str", None, "FCM HTTP v1 base URL (provider default if unset)"),
-    _s("fcm.iid_url", "CCS_FCM_IID_URL", "str", None,
-       "Instance ID (topic management) base URL (provider default if unset)"),
-    _s("fcm.concurrency", "CCS_FCM_CONCURRENCY", "int", None,
-       "FCM HTTP v1 requests in flight over HTTP/1.1, one socket each (provider default if "
-       "unset)", minimum=1),
-    _s("fcm.connections", "CCS_FCM_CONNECTIONS", "int", None,
-       "FCM HTTP v1 HTTP/2 connections, each carrying up to the server's stream limit "
-       "(provider default if unset)", minimum=1),
-    # legacy GCM/FCM HTTP
-    _s("legacy.url", "CCS_LEGACY_URL", "str", None, "legacy HTTP send URL"),
-    _s("legacy.key", "CCS_LEGACY_KEY", "str", None, "legacy HTTP server key", secret=True),
-    # C2DM
-    _s("c2dm.url", "CCS_C2DM_URL", "str", None, "C2DM send URL"),
-    _s("c2dm.login_url", "CCS_C2DM_LOGIN_URL", "str", None, "ClientLogin URL"),
-    _s("c2dm.email", "CCS_C2DM_EMAIL", "str", None, "ClientLogin account"),
-    _s("c2dm.password", "CCS_C2DM_PASSWORD", "str", None, "ClientLogin password", secret=True),
-    _s("c2dm.source", "CCS_C2DM_SOURCE", "str", None, "ClientLogin source (application name)"),
-    _s("c2dm.quota_lock", "CCS_C2DM_QUOTA_LOCK", "path", None,
-       "file written when the daily quota is exceeded (provider default if unset)"),
-    _s("c2dm.callback_url", "CCS_C2DM_CALLBACK_URL", "str", None,
-       "node2dm-style bad-token callback URL of the C2DM provider"),
-    _s("c2dm.callback_secret", "CCS_C2DM_CALLBACK_SECRET", "str", None,
-       "shared secret of the C2DM bad-token callback", secret=True),
-    # MPNS
-    _s("mpns.cert", "CCS_MPNS_CERT", "path", None, "client certificate for authenticated MPNS"),
-    _s("mpns.key", "CCS_MPNS_KEY", "path", None, "private key of the MPNS client certificate"),
-    # APNs
-    _s("apns.host", "CCS_APNS_HOST", "str", None, "APNs host (provider default if unset)"),
-    _s("apns.sandbox", "CCS_APNS_SANDBOX", "bool", None, "use the APNs development environment"),
-    _s("apns.port", "CCS_APNS_PORT", "int", None, "APNs port (443 or 2197)", **PORT),
-    _s("apns.key_file", "CCS_APNS_KEY_FILE", "path", None, "token auth: .p8 signing key"),
-    _s("apns.key_id", "CCS_APNS_KEY_ID", "str", None, "token auth: key id"),
-    _s("apns.team_id", "CCS_APNS_TEAM_ID", "str", None, "token auth: team id"),
-    _s("apns.cert", "CCS_APNS_CERT", "path", None, "certificate auth: PEM certificate"),
-    _s("apns.cert_key", "CCS_APNS_CERT_KEY", "path", None, "certificate auth: PEM private key"),
-    _s("apns.pfx", "CCS_APNS_PFX", "path", None, "certificate auth: PKCS#12 file"),
-    _s("apns.pfx_passphrase", "CCS_APNS_PFX_PASSPHRASE", "str", None,
-       "passphrase of the PKCS#12 file", secret=True),
-    _s("apns.topic", "CCS_APNS_TOPIC", "str", None, "default apns-topic (bundle id)"),
-    _s("apns.connections", "CCS_APNS_CONNECTIONS", "int", None, "APNs HTTP/2 connections",
-       minimum=1),
-    _s("apns.retry_attempts", "CCS_APNS_RETRY_ATTEMPTS", "int", 3,
-       "extra attempts for a notification answered 429, 500 or 503", minimum=0),
-    _s("apns.retry_seconds", "CCS_APNS_RETRY_SECONDS", "float", 30.0,
-       "no retry of a notification starts later than this after it was sent", minimum=0),
-    _s("apns.legacy_host", "CCS_APNS_LEGACY_HOST", "str", None, "binary interface host"),
-    _s("apns.legacy_port", "CCS_APNS_LEGACY_PORT", "int", None, "binary interface port", **PORT),
-    _s("apns.binary_command", "CCS_APNS_BINARY_COMMAND", "int", None,
-       "binary interface: 2 (frames of items) or 1 (enhanced format); default 2",
-       minimum=1, maximum=2),
-    _s("apns.binary_cache", "CCS_APNS_BINARY_CACHE", "int", None,
-       "binary interface: unresolved notifications before the writer waits; default 1000",
-       minimum=1),
-    _s("apns.binary_wait", "CCS_APNS_BINARY_WAIT", "float", None,
-       "binary interface: seconds the writer waits for room before the cache doubles; "
-       "default 0.1", minimum=0),
-    _s("apns.binary_quiet", "CCS_APNS_BINARY_QUIET", "float", None,
-       "binary interface: seconds without an error response after which a notification is "
-       "ok (the gateway never confirms); default 1.0", minimum=0.001),
-    _s("apns.feedback_host", "CCS_APNS_FEEDBACK_HOST", "str", None, "feedback service host"),
-    _s("apns.feedback_port", "CCS_APNS_FEEDBACK_PORT", "int", None, "feedback service port",
-       **PORT),
 )
 
 BY_KEY = {s.key: s for s in REGISTRY}
@@ -220,14 +137,17 @@ BY_ENV = {s.env: s for s in REGISTRY}
 
 
 def declared() -> tuple[Setting, ...]:
-    """The gateway's settings, then those of every registered plugin provider; ConfigError
-    naming a plugin's setting that takes a key or variable the gateway owns."""
+    """The gateway's settings, the built-in providers', then those of every registered plugin
+    provider; ConfigError naming a plugin's setting that takes a key or variable the gateway
+    or a built-in provider owns."""
+    own = REGISTRY + registry.builtin_settings()
+    taken = {s.key for s in own} | {s.env for s in own}
     extra = registry.declared_settings()
     for s in extra:
         for name in (s.key, s.env):
-            if name in BY_KEY or name in BY_ENV:
+            if name in taken:
                 raise ConfigError(name, "a plugin declares a setting the gateway owns")
-    return REGISTRY + extra
+    return own + extra
 
 
 def _by(attr: str) -> dict[str, Setting]:
@@ -437,9 +357,10 @@ def _default_text(s: Setting) -> str:
 
 
 def rst_table() -> str:
-    """The settings table of docs/settings.rst, generated from the registry."""
+    """The settings table of docs/settings.rst, generated from the declarations: the
+    gateway's, then each built-in provider's."""
     rows = [(s.env, s.key, _default_text(s), s.meaning + (" (secret)" if s.secret else ""))
-            for s in REGISTRY]
+            for s in REGISTRY + registry.builtin_settings()]
     head = ("Variable", "Config key", "Default", "Meaning")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
     rule = "  ".join("=" * w for w in widths)

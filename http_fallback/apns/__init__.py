@@ -1,7 +1,10 @@
 """Apple Push Notification service: the HTTP/2 client, its emulator, the binary interface."""
 
-from http_fallback.apns.client import ApnsClient
-from http_fallback.apns.config import ApnsConfig
-from http_fallback.apns.model import Alert, Notification, NotificationError, PushType
+from http_fallback.lazy import exports
 
-__all__ = ["Alert", "ApnsClient", "ApnsConfig", "Notification", "NotificationError", "PushType"]
+# Imported on first use, so reading the provider's declaration stays cheap.
+__getattr__, __all__ = exports(__name__, {
+    "client": ("ApnsClient",),
+    "config": ("ApnsConfig",),
+    "model": ("Alert", "Notification", "NotificationError", "PushType"),
+})

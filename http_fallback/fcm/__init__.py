@@ -1,22 +1,14 @@
 """FCM HTTP v1: the live Firebase Cloud Messaging API, its client and its emulator."""
 
-from http_fallback.fcm.client import BatchResult, FcmClient
-from http_fallback.fcm.config import FcmConfig
-from http_fallback.fcm.model import (
-    AndroidConfig,
-    AndroidFcmOptions,
-    AndroidNotification,
-    ApnsConfig,
-    ApnsFcmOptions,
-    FcmOptions,
-    Message,
-    Notification,
-    WebpushConfig,
-    WebpushFcmOptions,
-)
-from http_fallback.fcm.topics import TopicResult
-from http_fallback.fcm.validate import MessageError
+from http_fallback.lazy import exports
 
-__all__ = ["AndroidConfig", "AndroidFcmOptions", "AndroidNotification", "ApnsConfig",
-           "ApnsFcmOptions", "BatchResult", "FcmClient", "FcmConfig", "FcmOptions", "Message",
-           "MessageError", "Notification", "TopicResult", "WebpushConfig", "WebpushFcmOptions"]
+# Imported on first use, so reading the provider's declaration stays cheap.
+__getattr__, __all__ = exports(__name__, {
+    "client": ("BatchResult", "FcmClient"),
+    "config": ("FcmConfig",),
+    "model": ("AndroidConfig", "AndroidFcmOptions", "AndroidNotification", "ApnsConfig",
+              "ApnsFcmOptions", "FcmOptions", "Message", "Notification", "WebpushConfig",
+              "WebpushFcmOptions"),
+    "topics": ("TopicResult",),
+    "validate": ("MessageError",),
+})

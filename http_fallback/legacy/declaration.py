@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ccs.provider import Provider
-from ccs.registry import ProviderSpec
+from ccs.registry import ProviderSpec, Setting
 from http_fallback.adapt import lazy
 from http_fallback.endpoints import of
 
@@ -26,6 +26,13 @@ def _endpoints(settings: Any, first: str | None) -> list[tuple[str, int]]:
     return [of(settings["legacy.url"] or "https://fcm.googleapis.com/fcm/send")]
 
 
-SPEC = ProviderSpec("legacy", _create, command=_command, endpoints=_endpoints, adapt=lazy(
-    "http_fallback.legacy.model", "LegacyMessage",
-    {"message_id": "id", "delivery_receipt_requested": None}), summary="legacy GCM HTTP")
+_ADAPT = lazy("http_fallback.legacy.model", "LegacyMessage",
+              {"message_id": "id", "delivery_receipt_requested": None})
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("legacy.url", "CCS_LEGACY_URL", "str", None, "legacy HTTP send URL"),
+    Setting("legacy.key", "CCS_LEGACY_KEY", "str", None, "legacy HTTP server key", secret=True),
+)
+
+SPEC = ProviderSpec("legacy", _create, settings=SETTINGS, command=_command, endpoints=_endpoints,
+                    adapt=_ADAPT, summary="legacy GCM HTTP")

@@ -1,18 +1,11 @@
 """Microsoft MPNS (Windows Phone; switched off around 2018): client, protocol core, emulator."""
 
-from http_fallback.mpns.client import MpnsClient, MpnsConfig
-from http_fallback.mpns.model import (
-    CLEAR,
-    CycleTile,
-    FlipTile,
-    IconicTile,
-    MessageError,
-    MpnsMessage,
-    Raw,
-    Tile,
-    Toast,
-)
-from http_fallback.mpns.protocol import MpnsPolicy
+from http_fallback.lazy import exports
 
-__all__ = ["CLEAR", "CycleTile", "FlipTile", "IconicTile", "MessageError", "MpnsClient",
-           "MpnsConfig", "MpnsMessage", "MpnsPolicy", "Raw", "Tile", "Toast"]
+# Imported on first use, so reading the provider's declaration stays cheap.
+__getattr__, __all__ = exports(__name__, {
+    "client": ("MpnsClient", "MpnsConfig"),
+    "model": ("CLEAR", "CycleTile", "FlipTile", "IconicTile", "MessageError", "MpnsMessage", "Raw",
+              "Tile", "Toast"),
+    "protocol": ("MpnsPolicy",),
+})

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ccs.provider import Provider
-from ccs.registry import ProviderSpec
+from ccs.registry import ProviderSpec, Setting
 from http_fallback.adapt import dataclass_adapter
 from http_fallback.endpoints import of
 
@@ -46,5 +46,11 @@ def _endpoints(settings: Any, first: str | None) -> list[tuple[str, int]]:
     return [of(first)] if first else []  # the channel URI names the host
 
 
-SPEC = ProviderSpec("mpns", _create, adapt=_adapt, endpoints=_endpoints, command=_command,
-                    summary="Microsoft MPNS")
+SETTINGS: tuple[Setting, ...] = (
+    Setting("mpns.cert", "CCS_MPNS_CERT", "path", None,
+            "client certificate for authenticated MPNS"),
+    Setting("mpns.key", "CCS_MPNS_KEY", "path", None, "private key of the MPNS client certificate"),
+)
+
+SPEC = ProviderSpec("mpns", _create, settings=SETTINGS, adapt=_adapt, endpoints=_endpoints,
+                    command=_command, summary="Microsoft MPNS")

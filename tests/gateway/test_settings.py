@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ccs.gateway.settings import BY_ENV, REGISTRY, ConfigError, Settings, rst_table
+from ccs.gateway.settings import REGISTRY, ConfigError, Settings, declared, rst_table
 from tests.helpers import ROOT, run_ccs
 
 
@@ -29,15 +29,33 @@ def test_defaults_and_env_overrides_file(tmp_path: Path) -> None:
 
 
 def test_every_setting_has_env_key_type_meaning() -> None:
-    assert len(BY_ENV) == len(REGISTRY)
-    for s in REGISTRY:
+    every = declared()
+    by_env = {s.env: s for s in every}
+    assert len(by_env) == len({s.key for s in every}) == len(every)  # each declared once
+    for s in every:
         assert s.env.startswith("CCS_") and "." in s.key and s.meaning
         assert s.type in {"str", "int", "float", "bool", "path", "list"}
     wanted = {"CCS_HOST", "CCS_PORT", "CCS_SENDER_ID", "CCS_SERVER_KEY", "CCS_CA_FILE",
               "CCS_CONNECTIONS", "CCS_DOMAIN", "CCS_OUTBOX", "CCS_ADMIN_PORT", "CCS_ADMIN_TOKEN",
               "CCS_FCM_CREDENTIALS", "CCS_APNS_PFX_PASSPHRASE", "CCS_APNS_FEEDBACK_PORT",
               "CCS_C2DM_LOGIN_URL", "CCS_MPNS_KEY", "CCS_LEGACY_KEY", "CCS_WEBHOOK_URL"}
-    assert wanted <= set(BY_ENV)
+    assert wanted <= set(by_env)
+
+
+def test_each_provider_declares_its_own_settings() -> None:
+    from ccs import registry
+
+    own = {s.key.split(".")[0] for s in REGISTRY}
+    assert own == {"gateway", "outbox", "admin", "webhook", "ccs"}  # ccs: only ccs.ca_file
+    assert [s.key for s in REGISTRY if s.key.startswith("ccs.")] == ["ccs.ca_file"]
+    sections = {"ccs": "ccs", "http": "fcm", "legacy": "legacy", "c2dm": "c2dm", "mpns": "mpns",
+                "apns": "apns", "apns-binary": "apns"}
+    for name, section in sections.items():
+        spec = registry.spec(name)
+        assert spec is not None and spec.settings, name
+        assert all(s.key.startswith(section + ".") for s in spec.settings), name
+    ours = [s.key for s in REGISTRY + registry.builtin_settings()]
+    assert [s.key for s in declared()][:len(ours)] == ours  # then any plugin's
 
 
 @pytest.mark.parametrize("text,key", [

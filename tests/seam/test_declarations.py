@@ -40,16 +40,24 @@ def test_a_registered_name_replaces_the_built_in_declaration() -> None:
     assert registry.spec("legacy") == built_in  # found again from its entry point
 
 
-def test_loading_the_settings_imports_no_built_in_provider() -> None:
-    """Built-in declarations load when first asked for, not with every `ccs` command."""
+def test_loading_the_settings_imports_only_the_declarations() -> None:
+    """Every `ccs` command loads the settings, so the built-in providers' declarations (their
+    settings live there) are read, but no client, model, protocol core or emulator."""
+    import json
     import subprocess
     import sys
 
-    code = ("import sys; from ccs.gateway.settings import Settings; Settings.load(None, {}); "
-            "print(sorted(m for m in sys.modules if m.startswith('http_fallback')))")
+    code = ("import sys, json; from ccs.gateway.settings import Settings; "
+            "Settings.load(None, {}); print(json.dumps(sorted(m for m in sys.modules "
+            "if m.startswith(('http_fallback', 'ccs.xmpp')))))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "[]"
+    loaded = set(json.loads(r.stdout))
+    packages = {"ccs.xmpp", "http_fallback.apns", "http_fallback.c2dm", "http_fallback.fcm",
+                "http_fallback.legacy", "http_fallback.mpns"}
+    helpers = {"http_fallback", "http_fallback.adapt", "http_fallback.endpoints",
+               "http_fallback.lazy"}
+    assert loaded == packages | {p + ".declaration" for p in packages} | helpers
 
 
 @pytest.mark.parametrize("name, changes, key", [
