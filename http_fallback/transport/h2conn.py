@@ -178,9 +178,13 @@ class FastH2Connection(H2Connection):
 
 
 def client_config() -> H2Configuration:
-    # Our own headers are built correctly once; skip h2's per-request outbound checks.
+    # Our own headers are built correctly once; skip h2's per-request outbound checks. Inbound
+    # checks are skipped too: we read only :status (malformed or missing reads as 0, a failed
+    # answer) and a few headers by lowercase name; a bad header block is no reason to drop the
+    # connection and every stream on it.
     return H2Configuration(client_side=True, header_encoding=None,
-                           validate_outbound_headers=False, normalize_outbound_headers=False)
+                           validate_outbound_headers=False, normalize_outbound_headers=False,
+                           validate_inbound_headers=False, normalize_inbound_headers=False)
 
 
 class FrameLengthGuard:

@@ -59,15 +59,17 @@ class H2Response:
 
     @classmethod
     def of(cls, req: H2Request) -> H2Response:
-        """The answer gathered on `req`'s stream (a malformed :status reads as 0)."""
-        status = 0
+        """The answer gathered on `req`'s stream: a missing, malformed or repeated :status
+        reads as 0 (h2's inbound header checks are off, see h2conn.client_config)."""
+        status, seen = 0, 0
         hmap: dict[bytes, bytes] = {}
         for k, v in req.r_headers or ():
             if k == b":status":
+                seen += 1
                 status = int(v) if v.isdigit() and len(v) == 3 else 0
             else:
                 hmap[k] = v
-        return cls(status, hmap, req.r_body)
+        return cls(status if seen == 1 else 0, hmap, req.r_body)
 
 
 class FailureKind(StrEnum):
