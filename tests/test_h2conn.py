@@ -116,3 +116,40 @@ def test_send_all_tells_nothing_written_from_a_failure_part_way():
 def test_client_refuses_server_push():
     client, server = pair(limit=5)
     assert server.remote_settings.enable_push == 0  # a push now is a protocol error
+
+
+_BYTES = st.binary(min_size=1, max_size=20)
+
+
+@given(st.lists(st.tuples(_BYTES, _BYTES, st.booleans()), max_size=12))
+@settings(max_examples=50, deadline=None)
+def test_bytes_headers_skip_only_a_conversion_that_changes_nothing(fields):
+    import h2.stream
+    import h2.utilities
+    from hpack import NeverIndexedHeaderTuple
+
+    from http_fallback.transport.h2conn import BytesHeaders
+
+    # the h2 internals the shortcut relies on: an h2 that moves them fails here, loudly
+    assert "utf8_encode_headers" in h2.stream.H2Stream.send_headers.__code__.co_names
+    assert h2.stream.utf8_encode_headers.skips_bytes_headers
+    block = BytesHeaders(NeverIndexedHeaderTuple(n, v) if never else (n, v)
+                         for n, v, never in fields)
+    assert h2.stream.utf8_encode_headers(block) is block
+    converted = h2.utilities.utf8_encode_headers(block)  # what h2 would have sent
+    assert converted == block and list(map(type, converted)) == list(map(type, block))
+    # any other list still goes through h2's own conversion
+    assert h2.stream.utf8_encode_headers([("a", "é")]) == [(b"a", "é".encode())]
+
+
+def test_a_request_sent_as_bytes_headers_arrives_as_sent():
+    from hpack import NeverIndexedHeaderTuple
+
+    from http_fallback.transport.h2conn import BytesHeaders
+
+    client, server = pair(limit=5)
+    sent = BytesHeaders([*HEADERS, NeverIndexedHeaderTuple(b"authorization", b"bearer x")])
+    client.send_headers(1, sent, end_stream=True)
+    (request, _ended) = server.receive_data(client.data_to_send())
+    assert request.headers == list(sent)
+    assert [h.indexable for h in request.headers][-1] is False
