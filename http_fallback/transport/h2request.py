@@ -16,8 +16,8 @@ class H2Request:
     """One request travelling through the pool; `finish` is called for it exactly once.
 
     `headers` are the provider's own (no pseudo-headers), names and values bytes: they reach
-    h2 as they are (h2conn.BytesHeaders); `never_indexed` names headers HPACK must not index. `attempts` counts transmissions, `unprocessed` those the server never
-    processed (REFUSED_STREAM, above a GOAWAY's last_stream_id).
+    h2 as they are (h2conn.BytesHeaders). `attempts` counts transmissions, `unprocessed` those
+    the server never processed (REFUSED_STREAM, above a GOAWAY's last_stream_id).
     """
 
     __slots__ = ("path", "headers", "body", "method", "tag", "waiter", "submitted", "deadline",
