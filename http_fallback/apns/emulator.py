@@ -34,7 +34,7 @@ from hpack import NeverIndexedHeaderTuple
 from ccs.testing.pki import TestPKI
 from ccs.tls import server_context
 from http_fallback.apns.emulator_rules import STATUS_OF, check_request
-from http_fallback.transport.h2conn import BytesHeaders, FastH2Connection
+from http_fallback.transport.h2conn import FastH2Connection
 
 
 @dataclass
@@ -333,8 +333,7 @@ class ApnsEmulator:
         with conn.lock:
             try:
                 for sid, status, apns_id, body in replies:
-                    headers = BytesHeaders(((b":status", str(status).encode()),
-                                            (b"apns-id", apns_id)))
+                    headers = [(b":status", str(status).encode()), (b"apns-id", apns_id)]
                     if body:
                         headers.append((b"content-type", b"application/json"))
                         h2.send_headers(sid, headers)
