@@ -24,7 +24,6 @@ from h2.settings import SettingCodes
 from hpack import NeverIndexedHeaderTuple
 
 from http_fallback.transport.h2conn import (
-    BytesHeaders,
     H2Channel,
     NothingWritten,
     TransportError,
@@ -231,8 +230,7 @@ class H2ClientConnection:
                     method = head if req.method == b"POST" \
                         else [(b":method", req.method), *head[1:]]
                     try:
-                        conn.send_headers(sid, BytesHeaders((*method, path, *extra,
-                                                             *req.headers)),
+                        conn.send_headers(sid, [*method, path, *extra, *req.headers],
                                           end_stream=not req.body)
                     except TooManyStreamsError:  # h2 counts more open than we do: wait
                         self.slot.clear()

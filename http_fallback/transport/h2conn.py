@@ -9,7 +9,6 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import h2.stream
 from gevent import socket, ssl
 from gevent.lock import Semaphore
 from h2.config import H2Configuration
@@ -131,31 +130,6 @@ class LiteralEncoder(Encoder):
                 fields[key] = data
             block.append(data)
         return b"".join(block)
-
-
-class BytesHeaders(list):
-    """A header list that is already what h2's `utf8_encode_headers` would make of it: every
-    item a (bytes, bytes) tuple or an hpack HeaderTuple of bytes. h2 runs that function over
-    every header block it sends (a tenth of a request's CPU here); for this type it is skipped.
-    """
-
-
-def _skip_encoding_for_bytes_headers() -> None:
-    # h2 >= 4.2 calls the module-level h2.stream.utf8_encode_headers from H2Stream.send_headers
-    # (test_h2conn pins this). Wrapped, not replaced: any other header list, from any other
-    # user of h2 in the process, still goes through h2's own function.
-    original = getattr(h2.stream, "utf8_encode_headers", None)
-    if original is None or getattr(original, "skips_bytes_headers", False):
-        return
-
-    def utf8_encode_headers(headers: Any) -> Any:
-        return headers if type(headers) is BytesHeaders else original(headers)
-
-    utf8_encode_headers.skips_bytes_headers = True  # type: ignore[attr-defined]
-    h2.stream.utf8_encode_headers = utf8_encode_headers
-
-
-_skip_encoding_for_bytes_headers()
 
 
 class FastH2Connection(H2Connection):
