@@ -15,8 +15,7 @@ from typing import Any, Protocol
 class H2Request:
     """One request travelling through the pool; `finish` is called for it exactly once.
 
-    `headers` are the provider's own (no pseudo-headers), names and values bytes: they reach
-    h2 as they are (h2conn.BytesHeaders). `attempts` counts transmissions, `unprocessed` those
+    `headers` are the provider's own (no pseudo-headers), names and values bytes. `attempts` counts transmissions, `unprocessed` those
     the server never processed (REFUSED_STREAM, above a GOAWAY's last_stream_id).
     """
 
