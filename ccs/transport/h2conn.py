@@ -75,22 +75,27 @@ for _i, (_n, _v) in enumerate(HeaderTable.STATIC_TABLE, 1):
     _STATIC_NAME.setdefault(_n, _i)
 
 
+def _integer(value: int, bits: int, flags: int = 0) -> bytes:
+    """An HPACK integer with a `bits`-bit prefix, `flags` in the first byte's high bits."""
+    if value < (1 << bits) - 1:
+        return bytes((flags | value,))
+    out = encode_integer(value, bits)
+    out[0] |= flags
+    return bytes(out)
+
+
 def _string(data: bytes) -> bytes:
-    return bytes(encode_integer(len(data), 7)) + data  # H bit 0: no Huffman
+    return _integer(len(data), 7) + data  # H bit 0: no Huffman
 
 
 def literal_field(name: bytes, value: bytes, never: bool) -> bytes:
     """One HPACK field that leaves the dynamic table alone (RFC 7541 6.1, 6.2.2, 6.2.3)."""
     index = None if never else _STATIC_FULL.get((name, value))
     if index is not None:
-        out = encode_integer(index, 7)
-        out[0] |= 0x80
-        return bytes(out)
+        return _integer(index, 7, 0x80)
     index = _STATIC_NAME.get(name, 0)
-    out = encode_integer(index, 4)
-    if never:
-        out[0] |= 0x10
-    return bytes(out) + (b"" if index else _string(name)) + _string(value)
+    out = _integer(index, 4, 0x10 if never else 0)
+    return out + (b"" if index else _string(name)) + _string(value)
 
 
 class LiteralEncoder(Encoder):
@@ -111,13 +116,15 @@ class LiteralEncoder(Encoder):
             self.header_table.resized = False
         fields = self._fields
         for h in headers:
-            never = (not h.indexable) if isinstance(h, HeaderTuple) else len(h) > 2 and h[2]
-            key = (h[0], h[1], never)
+            # a plain tuple is its own key; a HeaderTuple (equal to the plain tuple of its
+            # name and value) carries its flag in a third item
+            key = h if type(h) is tuple else (h[0], h[1], not h.indexable) \
+                if isinstance(h, HeaderTuple) else tuple(h)
             data = fields.get(key)
             if data is None:
                 name = h[0] if type(h[0]) is bytes else str(h[0]).encode()
                 value = h[1] if type(h[1]) is bytes else str(h[1]).encode()
-                data = literal_field(name, value, bool(never))
+                data = literal_field(name, value, len(key) > 2 and bool(key[2]))
                 if len(fields) >= 1024:  # per-request values (ids, paths) come and go
                     fields.clear()
                 fields[key] = data
@@ -130,8 +137,11 @@ class FastH2Connection(H2Connection):
 
     h2 walks every stream each time one is opened, to check the concurrency limit: O(n) per
     request at 1000 in flight. Here the count is an upper bound (streams only open through
-    that check) and the real walk runs every 64 openings or whenever the bound nears the limit.
+    that check) and the real walk runs every `recount` openings or whenever the bound nears the
+    limit. The walk also drops closed streams, so up to `recount` of them wait in h2's table.
     """
+
+    recount = 256
 
     def __init__(self, config: H2Configuration, huffman: bool = True,
                  literal: bool = False) -> None:
@@ -150,7 +160,7 @@ class FastH2Connection(H2Connection):
     def _count(self, remainder: int, limit: int) -> int:
         bound = self._bound[remainder]
         self._checks += 1
-        if bound + 1 > limit or self._checks >= 64:
+        if bound + 1 > limit or self._checks >= self.recount:
             bound = self._open_streams(remainder)
             self._checks = 0
         self._bound[remainder] = bound + 1  # the caller opens one stream next
@@ -178,9 +188,13 @@ class FastH2Connection(H2Connection):
 
 
 def client_config() -> H2Configuration:
-    # Our own headers are built correctly once; skip h2's per-request outbound checks.
+    # Our own headers are built correctly once; skip h2's per-request outbound checks. Inbound
+    # checks are skipped too: we read only :status (malformed or missing reads as 0, a failed
+    # answer) and a few headers by lowercase name; a bad header block is no reason to drop the
+    # connection and every stream on it.
     return H2Configuration(client_side=True, header_encoding=None,
-                           validate_outbound_headers=False, normalize_outbound_headers=False)
+                           validate_outbound_headers=False, normalize_outbound_headers=False,
+                           validate_inbound_headers=False, normalize_inbound_headers=False)
 
 
 class FrameLengthGuard:

@@ -15,9 +15,8 @@ from typing import Any, Protocol
 class H2Request:
     """One request travelling through the pool; `finish` is called for it exactly once.
 
-    `headers` are the provider's own (no pseudo-headers); `never_indexed` names headers HPACK
-    must not index. `attempts` counts transmissions, `unprocessed` those the server never
-    processed (REFUSED_STREAM, above a GOAWAY's last_stream_id).
+    `headers` are the provider's own (no pseudo-headers), names and values bytes. `attempts` counts transmissions, `unprocessed` those
+    the server never processed (REFUSED_STREAM, above a GOAWAY's last_stream_id).
     """
 
     __slots__ = ("path", "headers", "body", "method", "tag", "waiter", "submitted", "deadline",
@@ -59,15 +58,17 @@ class H2Response:
 
     @classmethod
     def of(cls, req: H2Request) -> H2Response:
-        """The answer gathered on `req`'s stream (a malformed :status reads as 0)."""
-        status = 0
+        """The answer gathered on `req`'s stream: a missing, malformed or repeated :status
+        reads as 0 (h2's inbound header checks are off, see h2conn.client_config)."""
+        status, seen = 0, 0
         hmap: dict[bytes, bytes] = {}
         for k, v in req.r_headers or ():
             if k == b":status":
+                seen += 1
                 status = int(v) if v.isdigit() and len(v) == 3 else 0
             else:
                 hmap[k] = v
-        return cls(status, hmap, req.r_body)
+        return cls(status if seen == 1 else 0, hmap, req.r_body)
 
 
 class FailureKind(StrEnum):

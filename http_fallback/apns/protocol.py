@@ -6,8 +6,8 @@ No sockets and no clock: callers hand in the time where it matters.
 from __future__ import annotations
 
 import json
+import os
 import re
-import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -22,6 +22,8 @@ _HEX = re.compile(r"^[0-9a-fA-F]+$")
 _TOPIC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-_]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # what json.dumps builds
+_VARIANT = "89ab" * 4  # a hex digit's two low bits under the RFC 4122 variant bits
 
 
 class ReasonClass(StrEnum):
@@ -101,28 +103,57 @@ def check_token(token: str | None) -> str:
 
 def encode_payload(payload: dict[str, Any]) -> bytes:
     """Compact UTF-8 JSON (emoji stay as themselves; the size counts bytes)."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _JSON.encode(payload).encode("utf-8")
+
+
+def new_apns_id() -> str:
+    """A random (version 4) lowercase UUID, as str(uuid.uuid4()) but in a third of the time."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:]}"
+
+
+_FIXED: dict[tuple[str, PushType, int], list[tuple[bytes, bytes]]] = {}
+
+
+def _fixed_headers(bundle: Any, push_type: PushType, priority: Any) -> list[tuple[bytes, bytes]]:
+    """The checked apns-push-type, apns-topic and apns-priority headers (cached: a sender
+    uses few combinations, and checking and encoding them was a tenth of prepare's time)."""
+    if not bundle:
+        raise NotificationError("topic", "no topic (bundle id) given and no default configured")
+    if not isinstance(bundle, str):
+        raise NotificationError("topic", "a bundle id is letters, digits, '.', '-' and '_'")
+    if not isinstance(priority, int) or isinstance(priority, bool) \
+            or priority not in (10, 5, 1):
+        raise NotificationError("priority", "must be 10, 5 or 1")
+    key = (bundle, push_type, priority)
+    fixed = _FIXED.get(key)
+    if fixed is None:
+        if not _TOPIC.match(bundle):
+            raise NotificationError("topic", "a bundle id is letters, digits, '.', '-' and '_'")
+        if push_type is PushType.BACKGROUND and priority != 5:
+            raise NotificationError("priority", "background notifications must use priority 5")
+        fixed = [(b"apns-push-type", push_type.value.encode()),
+                 (b"apns-topic", topic_for(bundle, push_type).encode()),
+                 (b"apns-priority", str(priority).encode())]
+        if len(_FIXED) >= 256:
+            _FIXED.clear()
+        _FIXED[key] = fixed
+    return fixed
 
 
 def prepare(n: Notification, default_topic: str | None) -> Prepared:
     """Check a notification as APNs would and build its request; raises NotificationError."""
     token = check_token(n.device)
     push_type = n.effective_push_type()
-    bundle = n.topic or default_topic
-    if not bundle:
-        raise NotificationError("topic", "no topic (bundle id) given and no default configured")
-    if not isinstance(bundle, str) or not _TOPIC.match(bundle):
-        raise NotificationError("topic", "a bundle id is letters, digits, '.', '-' and '_'")
     priority = n.priority if n.priority is not None else (
         5 if push_type is PushType.BACKGROUND else 10)
-    if isinstance(priority, bool) or priority not in (10, 5, 1):
-        raise NotificationError("priority", "must be 10, 5 or 1")
-    if push_type is PushType.BACKGROUND and priority != 5:
-        raise NotificationError("priority", "background notifications must use priority 5")
+    fixed = _fixed_headers(n.topic or default_topic, push_type, priority)
     if isinstance(n.badge, bool) or (n.badge is not None and not isinstance(n.badge, int)):
         raise NotificationError("badge", "must be an integer")
-    apns_id = n.apns_id or str(uuid.uuid4())
-    if not isinstance(apns_id, str) or not _UUID.match(apns_id):
+    apns_id = n.apns_id
+    if not apns_id:
+        apns_id = new_apns_id()
+    elif not isinstance(apns_id, str) or not _UUID.match(apns_id):
         raise NotificationError("apns_id", "must be a lowercase UUID")
     try:
         body = encode_payload(n.to_payload())
@@ -134,12 +165,7 @@ def prepare(n: Notification, default_topic: str | None) -> Prepared:
     if len(body) > limit:
         raise NotificationError(
             "payload", f"{len(body)} bytes exceeds the {limit}-byte limit for {push_type} pushes")
-    headers = [
-        (b"apns-push-type", push_type.value.encode()),
-        (b"apns-topic", topic_for(bundle, push_type).encode()),
-        (b"apns-priority", str(priority).encode()),
-        (b"apns-id", apns_id.encode()),
-    ]
+    headers = [*fixed, (b"apns-id", apns_id.encode())]
     if n.expiry is not None:
         if isinstance(n.expiry, bool) or not isinstance(n.expiry, int) or n.expiry < 0:
             raise NotificationError("expiry", "must be epoch seconds (0 = do not store)")

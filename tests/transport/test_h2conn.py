@@ -87,6 +87,12 @@ def test_literal_encoder_round_trips_and_leaves_the_table_empty():
     assert len(dec.header_table.dynamic_entries) == 0  # nothing was ever indexed
     never = [h for h in Decoder().decode(first, raw=True) if not h.indexable]
     assert [h[0] for h in never] == [b":path", b"authorization"]
+    # equal tuples, different flags: the cache keeps them apart, in either order
+    for pair_ in ([(b"x-a", b"1"), NeverIndexedHeaderTuple(b"x-a", b"1")],
+                  [NeverIndexedHeaderTuple(b"x-b", b"2"), (b"x-b", b"2")]):
+        for h in pair_:
+            (got,) = Decoder().decode(enc.encode([h]), raw=True)
+            assert got.indexable is (type(h) is tuple)
     enc.header_table_size = 0  # a peer's SETTINGS_HEADER_TABLE_SIZE is still announced
     assert enc.encode([(b":method", b"POST")]) == b"\x20\x83"
 

@@ -187,6 +187,28 @@ def test_a_status_that_is_not_three_digits_is_an_outcome(pki, value):
     assert outcome.status is Status.OK or outcome.error
 
 
+def headers(*fields: tuple[bytes, bytes]) -> Attack:
+    def attack(h2: H2Connection, sock: Any, sid: int) -> None:
+        sock.sendall(frame(1, 0x4 | 0x1, sid, Encoder().encode(list(fields))))
+    return attack
+
+
+@pytest.mark.parametrize("fields", [
+    [(b"apns-id", b"x")],  # no :status
+    [(b":status", b"20x")],
+    [(b":status", b"200"), (b":status", b"200")],
+    [(b":status", b"200"), (b":status", b"500")],
+    [(b":status", b"\xff\xfe\x00")],
+])
+def test_an_answer_without_one_valid_status_is_failed_not_lost(pki, fields):
+    # h2's inbound header checks are off (h2conn.client_config): the client itself must not
+    # read such an answer as 200, nor drop the connection and the other streams over it
+    with HostileH2(pki, headers(*fields)) as server:
+        outcome = send_one(server, pki, retries=0)
+    assert (outcome.status, outcome.error) == (Status.FAILED, "HTTP0"), outcome
+    assert server.requests == 1 and server.connections == 1
+
+
 def test_an_endless_reply_body_is_capped_in_memory(pki):
     tracemalloc.start()
     try:

@@ -2,6 +2,7 @@
 
 import datetime
 import json
+import uuid
 
 import pytest
 from hypothesis import given, settings
@@ -83,12 +84,27 @@ def test_background_is_priority_5():
     ({"payload": {"aps": 1}}, "payload"), ({"payload": {"x": object()}}, "payload"),
     ({"collapse_id": "a\nb"}, "collapse_id"), ({"expiry": True}, "expiry"),
     ({"topic": "com.x\r\nevil: 1"}, "topic"), ({"priority": True}, "priority"),
+    ({"priority": 10.0}, "priority"), ({"topic": ["com.x"]}, "topic"),
 ])
 def test_bad_input_names_the_field(kwargs, field):
     n = Notification(**{"device": TOKEN, "alert": "a", **kwargs})
     with pytest.raises(NotificationError) as e:
         prepare(n, "t")
     assert e.value.field == field
+
+
+def test_checks_hold_for_cached_headers_and_ids_are_fresh_v4_uuids():
+    ok = [prepare(Notification(device=TOKEN, alert="a"), "com.x") for _ in range(3)]
+    ids = {p.apns_id for p in ok}
+    assert len(ids) == 3 and all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i
+                                 for i in ids)
+    assert [h for h in ok[0].headers if h[0] != b"apns-id"] == \
+        [h for h in ok[2].headers if h[0] != b"apns-id"]
+    for _ in range(2):  # the same (topic, push type, priority) refused again, not cached
+        with pytest.raises(NotificationError):
+            prepare(Notification(device=TOKEN, content_available=True, priority=10), "com.x")
+        with pytest.raises(NotificationError):
+            prepare(Notification(device=TOKEN, alert="a", topic="com x"), None)
 
 
 def test_payload_limits_count_utf8_bytes():
