@@ -16,7 +16,8 @@ class H2Request:
     """One request travelling through the pool; `finish` is called for it exactly once.
 
     `headers` are the provider's own (no pseudo-headers), names and values bytes. `attempts`
-    counts transmissions, `unprocessed` those the server never processed (REFUSED_STREAM, above a GOAWAY's last_stream_id).
+    counts transmissions, `unprocessed` those the server never processed (REFUSED_STREAM,
+    above a GOAWAY's last_stream_id).
     """
 
     __slots__ = ("path", "headers", "body", "method", "tag", "waiter", "submitted", "deadline",
