@@ -34,7 +34,7 @@ from hpack import NeverIndexedHeaderTuple
 from ccs.testing.pki import TestPKI
 from ccs.transport.h2conn import FastH2Connection
 from ccs.transport.tls import server_context
-from http_fallback.apns.emulator_rules import STATUS_OF, check_request
+from http_fallback.apns.emulator_rules import STATUS_OF, check_request, malformed
 
 
 @dataclass
@@ -105,6 +105,7 @@ class ApnsEmulator:
         self.holding = False
         self.stalling = False
         self.accepted = self.rejected = self.refused = 0
+        self.malformed = 0  # requests reset with PROTOCOL_ERROR (RFC 9113 8.1.1)
         self.connect_times: list[float] = []
         self.tokens_by_conn: dict[int, list[bytes]] = {}
         self.max_active = 0
@@ -244,8 +245,10 @@ class ApnsEmulator:
             return
         self._count += 1
         number = self._count
-        h2 = FastH2Connection(H2Configuration(client_side=False, header_encoding=None,
-                                              validate_outbound_headers=False), huffman=False)
+        # Inbound header blocks are checked by emulator_rules.malformed, not by h2.
+        h2 = FastH2Connection(H2Configuration(
+            client_side=False, header_encoding=None, validate_outbound_headers=False,
+            validate_inbound_headers=False, normalize_inbound_headers=False), huffman=False)
         limit = 1 if not self.cert_auth else self.max_streams
         h2.local_settings = Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: limit})
@@ -286,6 +289,10 @@ class ApnsEmulator:
         for e in events:
             t = type(e)
             if t is ev.RequestReceived:
+                if malformed(e.headers) is not None:
+                    self.malformed += 1
+                    h2.reset_stream(e.stream_id, ErrorCodes.PROTOCOL_ERROR)
+                    continue
                 conn.requests[e.stream_id] = [e.headers, b""]
                 active = len(conn.requests)
                 if active > self.max_active:

@@ -7,7 +7,7 @@ import pytest
 
 from ccs.transport.h2conn import H2Channel, client_config, open_tls
 from ccs.transport.tls import client_context
-from http_fallback.apns.emulator_rules import check_request
+from http_fallback.apns.emulator_rules import check_request, malformed
 from tests.apns_support import TOPIC, emulator, token
 
 OK_HEADERS = [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"x"),
@@ -56,6 +56,22 @@ def test_voip_topic_and_larger_payload_pass():
     assert check_request(headers, body, TOPICS, topic_required=True)[0] is None
 
 
+@pytest.mark.parametrize("headers,why", [
+    (OK_HEADERS, None),
+    (OK_HEADERS + [(b"Apns-Priority", b"10")], "not lowercase"),
+    (OK_HEADERS + [(b"connection", b"keep-alive")], "connection-specific"),
+    (OK_HEADERS + [(b"te", b"gzip")], "te other"),
+    (OK_HEADERS + [(b"te", b"trailers")], None),
+    (OK_HEADERS[:4] + [(b":path", b"/3/device/ab")] + OK_HEADERS[4:], "repeated"),
+    (OK_HEADERS[:4] + [(b":status", b"200")] + OK_HEADERS[4:], "unknown"),
+    (OK_HEADERS[4:] + OK_HEADERS[:4], "after a regular header"),
+    ([h for h in OK_HEADERS if h[0] != b":scheme"], "missing"),
+])
+def test_malformed_header_blocks(headers, why):
+    found = malformed(headers)
+    assert (found is None) if why is None else (why in found), found
+
+
 def raw_request(emu, headers, body):
     """One request over a bare h2 connection; returns (status, JSON body)."""
     import h2.events as ev
@@ -75,6 +91,9 @@ def raw_request(emu, headers, body):
         for e in ch.feed(chunk, lambda e: e):
             if isinstance(e, ev.ConnectionTerminated):
                 return None, None
+            if isinstance(e, ev.StreamReset):
+                ch.close()
+                return "reset", e.error_code
             if isinstance(e, ev.ResponseReceived):
                 status = int(dict(e.headers)[b":status"])
             elif isinstance(e, ev.DataReceived):
@@ -95,3 +114,14 @@ def test_raw_requests_get_apns_answers(pki):
         assert (status, body["reason"]) == (405, "MethodNotAllowed")
         assert [s.reason for s in emu.seen] == ["MissingProviderToken", "InvalidProviderToken",
                                                 "MethodNotAllowed"]
+
+
+def test_a_malformed_request_is_reset_and_the_connection_stays(pki):
+    from h2.errors import ErrorCodes
+
+    with emulator(pki) as emu:
+        assert raw_request(emu, OK_HEADERS + [(b"Apns-Priority", b"10")], b"{}") == (
+            "reset", ErrorCodes.PROTOCOL_ERROR)
+        assert emu.malformed == 1 and not emu.seen  # no APNs rule looked at it
+        status, body = raw_request(emu, OK_HEADERS, b'{"aps":{}}')
+        assert (status, body["reason"]) == (403, "MissingProviderToken")
