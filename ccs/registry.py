@@ -12,9 +12,10 @@ This module sits at the bottom: it imports nothing of the gateway, only the seam
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,6 +36,71 @@ class Setting:
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
+
+
+# Settings more than one provider reads (declared here once; the gateway and the CCS provider
+# list them among theirs).
+CA_FILE = Setting("ccs.ca_file", "CCS_CA_FILE", "path", None,
+                  "extra CA certificates (PEM) to trust, for every provider; TLS is always "
+                  "verified")
+SERVER_KEY = Setting("ccs.server_key", "CCS_SERVER_KEY", "str", None,
+                     "server key (SASL password)", secret=True)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_env(s: Setting, raw: str) -> Any:
+    """A variable's text as the setting's type (None when empty); ConfigError naming it."""
+    text = raw.strip()
+    if s.type in ("str", "path"):
+        return text or None
+    if text == "":
+        return None
+    if s.type == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(s.env, f"expected an integer, got {raw!r}") from None
+    if s.type == "float":
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(s.env, f"expected a number, got {raw!r}") from None
+    if s.type == "bool":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ConfigError(s.env, f"expected true or false, got {raw!r}")
+    return [p.strip() for p in text.split(",") if p.strip()]  # list
+
+
+def read_env(declared: Iterable[Setting], environ: Mapping[str, str]) -> dict[str, Any]:
+    """TOML key -> typed value of each declared setting whose variable is set and not empty.
+    A provider's `from_env` reads its variables through its declaration, so each CCS_* name is
+    written once."""
+    out = {}
+    for s in declared:
+        raw = environ.get(s.env)
+        if raw is not None and (value := parse_env(s, raw)) is not None:
+            out[s.key] = value
+    return out
+
+
+def config_fields(values: Mapping[str, Any], declared: Iterable[Setting], config: type,
+                  renames: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Keyword arguments for the dataclass `config` from typed settings: each declared setting
+    with a value (None: unset, the config's default stays) goes to the field named by its key
+    after the section (apns.port -> port) or by `renames`; keys with no such field are left."""
+    names = {f.name for f in dataclasses.fields(config)}
+    out = {}
+    for s in declared:
+        value = values.get(s.key)
+        field_name = (renames or {}).get(s.key, s.key.partition(".")[2])
+        if value is not None and field_name in names:
+            out[field_name] = value
+    return out
 
 
 # The typed settings (a read-only mapping from TOML key to value) -> a provider, not started.

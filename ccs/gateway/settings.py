@@ -22,8 +22,6 @@ from ccs.errors import ConfigError  # one ConfigError for the whole package
 from ccs.registry import Setting
 
 DEFAULT_CONFIG = "ccs.toml"
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 __all__ = ["REGISTRY", "ConfigError", "Setting", "Settings", "mask_urls", "rst_table"]
@@ -67,8 +65,7 @@ REGISTRY: tuple[Setting, ...] = (
     _s("gateway.restart_backoff", "CCS_RESTART_BACKOFF", "float", 1.0,
        "first delay in seconds before restarting a crashed child (doubles, at most 60)",
        minimum=0),
-    _s("ccs.ca_file", "CCS_CA_FILE", "path", None,
-       "extra CA certificates (PEM) to trust, for every provider; TLS is always verified"),
+    registry.CA_FILE,
     # outbox
     _s("outbox.path", "CCS_OUTBOX", "str", "./ccs-outbox.sqlite",
        "SQLite outbox file (':memory:' keeps it in memory: nothing survives a restart), or a "
@@ -154,32 +151,6 @@ def _by(attr: str) -> dict[str, Setting]:
     return {getattr(s, attr): s for s in declared()}
 
 
-def _parse_env(s: Setting, raw: str) -> Any:
-    """Turn a variable's text into the setting's type."""
-    text = raw.strip()
-    if s.type in ("str", "path"):
-        return text or None
-    if text == "":
-        return None
-    if s.type == "int":
-        try:
-            return int(text)
-        except ValueError:
-            raise ConfigError(s.env, f"expected an integer, got {raw!r}") from None
-    if s.type == "float":
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigError(s.env, f"expected a number, got {raw!r}") from None
-    if s.type == "bool":
-        if text.lower() in _TRUE:
-            return True
-        if text.lower() in _FALSE:
-            return False
-        raise ConfigError(s.env, f"expected true or false, got {raw!r}")
-    return [p.strip() for p in text.split(",") if p.strip()]  # list
-
-
 def _check_file_value(s: Setting, value: Any) -> Any:
     """Check a TOML value's type against the setting's."""
     name = s.type
@@ -226,7 +197,7 @@ def _load_plugins(doc: Mapping[str, Any], environ: Mapping[str, str]) -> None:
     if file_value is not None:
         modules = _check_file_value(s, file_value)
     if s.env in environ:
-        modules = _parse_env(s, environ[s.env]) or []
+        modules = registry.parse_env(s, environ[s.env]) or []
     registry.load_plugins(modules)
 
 
@@ -276,7 +247,7 @@ class Settings(Mapping[str, Any]):
             s = by_env.get(name)
             if s is None:
                 continue  # other CCS_* variables belong to other tools; only the file is strict
-            values[s.key] = _parse_env(s, raw)
+            values[s.key] = registry.parse_env(s, raw)
             _check_range(s, values[s.key], name)
             sources[s.key] = "environment"
         return cls(values, sources)

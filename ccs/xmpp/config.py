@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from ccs.errors import ConfigError
+from ccs.registry import CA_FILE, config_fields, read_env
 from ccs.xmpp.window import CCS_MAX_PENDING
 
 DEFAULT_HOST = "fcm-xmpp.googleapis.com"
@@ -60,30 +61,23 @@ class CcsConfig:
         if self.ca_file and not os.path.isfile(self.ca_file):
             raise ConfigError("CCS_CA_FILE", f"no such file: {self.ca_file}")
 
-    ENV = {
-        "host": "CCS_HOST", "port": "CCS_PORT", "sender_id": "CCS_SENDER_ID",
-        "server_key": "CCS_SERVER_KEY", "ca_file": "CCS_CA_FILE",
-        "connections": "CCS_CONNECTIONS", "domain": "CCS_DOMAIN", "window": "CCS_WINDOW",
-        "no_session_timeout": "CCS_NO_SESSION_TIMEOUT", "ack_timeout": "CCS_ACK_TIMEOUT",
-    }
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any], **overrides: Any) -> CcsConfig:
+        """From typed settings by TOML key (the gateway's Settings, or read_env's), as the CCS
+        provider declares them (ccs/xmpp/declaration.py)."""
+        from ccs.xmpp.settings import SETTINGS
+
+        kw = config_fields(values, (*SETTINGS, CA_FILE), cls)
+        kw.update(overrides)
+        kw.setdefault("sender_id", "")
+        kw.setdefault("server_key", "")
+        return cls(**kw)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> CcsConfig:
+        """From the CCS_* variables the CCS provider declares (CCS_SENDER_ID, CCS_SERVER_KEY,
+        CCS_HOST, ...; see the settings table) and CCS_CA_FILE."""
+        from ccs.xmpp.settings import SETTINGS
+
         env = os.environ if environ is None else environ
-        kinds = {f.name: f.type for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for name, var in cls.ENV.items():
-            raw = env.get(var)
-            if raw is None or raw == "":
-                continue
-            if kinds[name] in ("int", "float"):
-                try:
-                    values[name] = int(raw) if kinds[name] == "int" else float(raw)
-                except ValueError:
-                    raise ConfigError(var, f"not a number: {raw!r}") from None
-            else:
-                values[name] = raw
-        values.update(overrides)
-        values.setdefault("sender_id", "")
-        values.setdefault("server_key", "")
-        return cls(**values)
+        return cls.from_settings(read_env((*SETTINGS, CA_FILE), env), **overrides)

@@ -7,11 +7,18 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ccs.errors import ConfigError
+from ccs.registry import CA_FILE, config_fields, read_env
 from ccs.transport.h2rules import H2PoolConfig
+from http_fallback.apns.settings import BINARY_SETTINGS, SETTINGS
 
 PRODUCTION = "api.push.apple.com"
 SANDBOX = "api.sandbox.push.apple.com"
 _SECRETS = {"key_data", "cert_data", "pfx_data", "passphrase"}
+# Settings keys whose field is named otherwise (the rest: the key after "apns.").
+RENAMES = {"apns.cert": "cert_file", "apns.cert_key": "key_for_cert", "apns.pfx": "pfx_file",
+           "apns.pfx_passphrase": "passphrase", "apns.retry_attempts": "retries",
+           "apns.binary_cache": "binary_cache_length", "apns.binary_wait": "binary_cache_wait",
+           "apns.binary_quiet": "binary_quiet_period"}
 
 
 @dataclass
@@ -110,48 +117,24 @@ class ApnsConfig:
             path_never_indexed=True)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], **overrides: object) -> ApnsConfig:
-        """Read CCS_APNS_* (and CCS_CA_FILE); a malformed number names its variable."""
-
-        def num(name: str, default: Any, kind: type = int) -> Any:
-            raw = environ.get(name)
-            if raw in (None, ""):
-                return default
-            try:
-                return kind(raw)
-            except ValueError:
-                what = "an integer" if kind is int else "a number"
-                raise ConfigError(name, f"must be {what}, got {raw!r}") from None
-
-        sandbox = environ.get("CCS_APNS_SANDBOX", "") in ("1", "true", "yes")
-        kw: dict[str, object] = {
-            "host": environ.get("CCS_APNS_HOST") or (SANDBOX if sandbox else PRODUCTION),
-            "port": num("CCS_APNS_PORT", 443),
-            "ca_file": environ.get("CCS_CA_FILE") or None,
-            "topic": environ.get("CCS_APNS_TOPIC") or None,
-            "key_file": environ.get("CCS_APNS_KEY_FILE") or None,
-            "key_id": environ.get("CCS_APNS_KEY_ID") or None,
-            "team_id": environ.get("CCS_APNS_TEAM_ID") or None,
-            "cert_file": environ.get("CCS_APNS_CERT") or None,
-            "key_for_cert": environ.get("CCS_APNS_CERT_KEY") or None,
-            "pfx_file": environ.get("CCS_APNS_PFX") or None,
-            "passphrase": environ.get("CCS_APNS_PFX_PASSPHRASE") or None,
-            "connections": num("CCS_APNS_CONNECTIONS", 2),
-            "retries": num("CCS_APNS_RETRY_ATTEMPTS", 3),
-            "retry_seconds": num("CCS_APNS_RETRY_SECONDS", 30.0, float),
-            "legacy_host": environ.get("CCS_APNS_LEGACY_HOST") or (
-                "gateway.sandbox.push.apple.com" if sandbox else "gateway.push.apple.com"),
-            "legacy_port": num("CCS_APNS_LEGACY_PORT", 2195),
-            "feedback_host": environ.get("CCS_APNS_FEEDBACK_HOST") or (
-                "feedback.sandbox.push.apple.com" if sandbox else "feedback.push.apple.com"),
-            "feedback_port": num("CCS_APNS_FEEDBACK_PORT", 2196),
-            "binary_command": num("CCS_APNS_BINARY_COMMAND", 2),
-            "binary_cache_length": num("CCS_APNS_BINARY_CACHE", 1000),
-            "binary_cache_wait": num("CCS_APNS_BINARY_WAIT", 0.1, float),
-            "binary_quiet_period": num("CCS_APNS_BINARY_QUIET", 1.0, float),
-        }
+    def from_settings(cls, values: Mapping[str, Any], **overrides: object) -> ApnsConfig:
+        """From typed settings by TOML key (apns.*, ccs.ca_file); apns.sandbox picks Apple's
+        development hosts for whatever host is not set."""
+        kw: dict[str, Any] = config_fields(values, (*SETTINGS, *BINARY_SETTINGS, CA_FILE), cls,
+                                           RENAMES)
+        if values.get("apns.sandbox"):
+            kw.setdefault("host", SANDBOX)
+            kw.setdefault("legacy_host", "gateway.sandbox.push.apple.com")
+            kw.setdefault("feedback_host", "feedback.sandbox.push.apple.com")
         kw.update(overrides)
-        return cls(**kw)  # type: ignore[arg-type]
+        return cls(**kw)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: object) -> ApnsConfig:
+        """Read CCS_APNS_* (and CCS_CA_FILE) as the provider declares them; a malformed value
+        names its variable."""
+        declared = (*SETTINGS, *BINARY_SETTINGS, CA_FILE)
+        return cls.from_settings(read_env(declared, environ), **overrides)
 
     def __repr__(self) -> str:
         shown = []

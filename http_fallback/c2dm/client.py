@@ -22,9 +22,11 @@ from gevent.queue import Queue
 from ccs.errors import ConfigError
 from ccs.outcome import Outcome, SendResult, Status, TokenEvent, TokenEventKind
 from ccs.provider import Provider
+from ccs.registry import CA_FILE, config_fields, read_env
 from http_fallback.c2dm import protocol
 from http_fallback.c2dm.model import C2dmMessage
 from http_fallback.c2dm.protocol import Action
+from http_fallback.c2dm.settings import SETTINGS
 from http_fallback.retry_policy import Backoff
 
 log = logging.getLogger(__name__)
@@ -65,19 +67,17 @@ class C2dmConfig:
         """CCS_C2DM_URL, CCS_C2DM_LOGIN_URL, CCS_C2DM_EMAIL, CCS_C2DM_PASSWORD, CCS_C2DM_SOURCE,
         CCS_C2DM_QUOTA_LOCK, CCS_C2DM_CALLBACK_URL, CCS_C2DM_CALLBACK_SECRET, CCS_CA_FILE."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {
-            "url": env.get("CCS_C2DM_URL") or DEFAULT_URL,
-            "login_url": env.get("CCS_C2DM_LOGIN_URL") or DEFAULT_LOGIN_URL,
-            "email": env.get("CCS_C2DM_EMAIL", ""),
-            "password": env.get("CCS_C2DM_PASSWORD", ""),
-            "source": env.get("CCS_C2DM_SOURCE") or "ccs-gateway",
-            "quota_lock_path": env.get("CCS_C2DM_QUOTA_LOCK") or "quota.lock",
-            "ca_file": env.get("CCS_CA_FILE") or None,
-            "callback_url": env.get("CCS_C2DM_CALLBACK_URL") or None,
-            "callback_secret": env.get("CCS_C2DM_CALLBACK_SECRET", ""),
-        }
-        values.update(overrides)
-        return cls(**values)
+        return cls.from_settings(read_env((*SETTINGS, CA_FILE), env), **overrides)
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any], **overrides: Any) -> C2dmConfig:
+        """From typed settings by TOML key (c2dm.*, ccs.ca_file)."""
+        kw = config_fields(values, (*SETTINGS, CA_FILE), cls,
+                           {"c2dm.quota_lock": "quota_lock_path"})
+        kw.update(overrides)
+        kw.setdefault("email", "")
+        kw.setdefault("password", "")
+        return cls(**kw)
 
 
 _STOP = object()

@@ -8,17 +8,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ccs.errors import ConfigError
+from ccs.registry import CA_FILE, config_fields, read_env
 from http_fallback.fcm.protocol import FcmRetryPolicy
+from http_fallback.fcm.settings import SETTINGS
 
-ENV = {
-    "CCS_FCM_CREDENTIALS": "credentials_file",
-    "CCS_FCM_PROJECT": "project_id",
-    "CCS_FCM_URL": "base_url",
-    "CCS_FCM_IID_URL": "iid_url",
-    "CCS_FCM_CONCURRENCY": "concurrency",
-    "CCS_FCM_CONNECTIONS": "connections",
-    "CCS_CA_FILE": "ca_file",
-}
+# Settings keys whose field is named otherwise (the rest: the key after "fcm.").
+RENAMES = {"fcm.credentials": "credentials_file", "fcm.project": "project_id",
+           "fcm.url": "base_url"}
 
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -100,21 +96,17 @@ class FcmConfig:
         """From CCS_FCM_CREDENTIALS, CCS_FCM_PROJECT, CCS_FCM_URL, CCS_FCM_IID_URL,
         CCS_FCM_CONCURRENCY, CCS_FCM_CONNECTIONS and CCS_CA_FILE; an unknown CCS_FCM_* variable
         is an error."""
-        unknown = sorted(k for k in environ if k.startswith("CCS_FCM_") and k not in ENV)
+        known = {s.env for s in SETTINGS}
+        unknown = sorted(k for k in environ if k.startswith("CCS_FCM_") and k not in known)
         if unknown:
             raise ConfigError(unknown[0], "unknown variable")
-        values: dict[str, Any] = {}
-        for var, name in ENV.items():
-            if environ.get(var):
-                values[name] = environ[var]
-        if "credentials_file" not in values and "credentials_file" not in overrides:
+        return cls.from_settings(read_env((*SETTINGS, CA_FILE), environ), **overrides)
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any], **overrides: Any) -> FcmConfig:
+        """From typed settings by TOML key (fcm.*, ccs.ca_file); fcm.credentials required."""
+        kw = config_fields(values, (*SETTINGS, CA_FILE), cls, RENAMES)
+        kw.update(overrides)
+        if "credentials_file" not in kw:
             raise ConfigError("CCS_FCM_CREDENTIALS", "required (path of a service-account file)")
-        for var in ("CCS_FCM_CONCURRENCY", "CCS_FCM_CONNECTIONS"):
-            name = ENV[var]
-            if name in values:
-                try:
-                    values[name] = int(values[name])
-                except ValueError:
-                    raise ConfigError(var, "must be a positive integer") from None
-        values.update(overrides)
-        return cls.from_dict(values)
+        return cls.from_dict(kw)

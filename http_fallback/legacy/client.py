@@ -17,8 +17,10 @@ from gevent.pool import Group
 from ccs.errors import ConfigError
 from ccs.outcome import Outcome, SendResult, Status, TokenEvent
 from ccs.provider import Provider
+from ccs.registry import CA_FILE, SERVER_KEY, config_fields, read_env
 from http_fallback.legacy import protocol
 from http_fallback.legacy.model import LegacyMessage, MessageError
+from http_fallback.legacy.settings import SETTINGS
 from http_fallback.retry_policy import Backoff
 
 log = logging.getLogger(__name__)
@@ -45,16 +47,19 @@ class LegacyConfig:
             raise ConfigError("CCS_LEGACY_URL", f"not an http(s) URL: {self.url!r}")
 
     @classmethod
+    def from_settings(cls, values: Mapping[str, Any], **overrides: Any) -> LegacyConfig:
+        """From typed settings by TOML key: legacy.url, legacy.key (else ccs.server_key),
+        ccs.ca_file."""
+        kw = config_fields(values, (*SETTINGS, CA_FILE), cls, {"legacy.key": "server_key"})
+        kw.setdefault("server_key", values.get(SERVER_KEY.key) or "")
+        kw.update(overrides)
+        return cls(**kw)
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> LegacyConfig:
         """CCS_LEGACY_URL, CCS_LEGACY_KEY (falls back to CCS_SERVER_KEY), CCS_CA_FILE."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {
-            "url": env.get("CCS_LEGACY_URL") or DEFAULT_URL,
-            "server_key": env.get("CCS_LEGACY_KEY") or env.get("CCS_SERVER_KEY") or "",
-            "ca_file": env.get("CCS_CA_FILE") or None,
-        }
-        values.update(overrides)
-        return cls(**values)
+        return cls.from_settings(read_env((*SETTINGS, CA_FILE, SERVER_KEY), env), **overrides)
 
 
 def _default_http(config: LegacyConfig) -> Any:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from ccs.provider import Provider
-from ccs.registry import ProviderSpec, Setting
+from ccs.registry import ProviderSpec
 from http_fallback.adapt import lazy
 from http_fallback.endpoints import of
+from http_fallback.legacy.settings import SETTINGS
 
 
 def _command() -> Any:
@@ -19,7 +20,7 @@ def _command() -> Any:
 def _create(settings: Any) -> Provider:
     from http_fallback.legacy import LegacyClient, LegacyConfig
 
-    return LegacyClient(LegacyConfig.from_env(settings.environ()))
+    return LegacyClient(LegacyConfig.from_settings(settings))
 
 
 def _endpoints(settings: Any, first: str | None) -> list[tuple[str, int]]:
@@ -28,11 +29,6 @@ def _endpoints(settings: Any, first: str | None) -> list[tuple[str, int]]:
 
 _ADAPT = lazy("http_fallback.legacy.model", "LegacyMessage",
               {"message_id": "id", "delivery_receipt_requested": None})
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting("legacy.url", "CCS_LEGACY_URL", "str", None, "legacy HTTP send URL"),
-    Setting("legacy.key", "CCS_LEGACY_KEY", "str", None, "legacy HTTP server key", secret=True),
-)
 
 SPEC = ProviderSpec("legacy", _create, settings=SETTINGS, command=_command, endpoints=_endpoints,
                     adapt=_ADAPT, summary="legacy GCM HTTP")

@@ -22,9 +22,11 @@ from gevent.pool import Group
 from ccs.errors import ConfigError
 from ccs.outcome import Outcome, SendResult, Status, TokenEvent
 from ccs.provider import Provider
+from ccs.registry import CA_FILE, config_fields, read_env
 from http_fallback.mpns import protocol
 from http_fallback.mpns.model import MpnsMessage
 from http_fallback.mpns.protocol import MpnsPolicy, MpnsResult
+from http_fallback.mpns.settings import SETTINGS
 from http_fallback.retry_policy import Backoff, parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -51,13 +53,15 @@ class MpnsConfig:
         """CCS_MPNS_CERT, CCS_MPNS_KEY (client certificate for authenticated channels),
         CCS_CA_FILE."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {
-            "cert_file": env.get("CCS_MPNS_CERT") or None,
-            "key_file": env.get("CCS_MPNS_KEY") or None,
-            "ca_file": env.get("CCS_CA_FILE") or None,
-        }
-        values.update(overrides)
-        return cls(**values)
+        return cls.from_settings(read_env((*SETTINGS, CA_FILE), env), **overrides)
+
+    @classmethod
+    def from_settings(cls, values: Mapping[str, Any], **overrides: Any) -> MpnsConfig:
+        """From typed settings by TOML key (mpns.cert, mpns.key, ccs.ca_file)."""
+        kw = config_fields(values, (*SETTINGS, CA_FILE), cls,
+                           {"mpns.cert": "cert_file", "mpns.key": "key_file"})
+        kw.update(overrides)
+        return cls(**kw)
 
 
 class MpnsClient(Provider):

@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ccs.provider import Provider
-from ccs.registry import ProviderSpec, Setting
+from ccs.registry import ProviderSpec
 from http_fallback.adapt import dataclass_adapter
 from http_fallback.endpoints import of
+from http_fallback.mpns.settings import SETTINGS
 
 KINDS = {"toast": "Toast", "tile": "Tile", "flip_tile": "FlipTile",
          "iconic_tile": "IconicTile", "cycle_tile": "CycleTile", "raw": "Raw"}
@@ -23,7 +24,7 @@ def _command() -> Any:
 def _create(settings: Any) -> Provider:
     from http_fallback.mpns import MpnsClient, MpnsConfig
 
-    return MpnsClient(MpnsConfig.from_env(settings.environ()))
+    return MpnsClient(MpnsConfig.from_settings(settings))
 
 
 def _adapt(payload: Mapping[str, Any]) -> Any:
@@ -45,12 +46,6 @@ def _adapt(payload: Mapping[str, Any]) -> Any:
 def _endpoints(settings: Any, first: str | None) -> list[tuple[str, int]]:
     return [of(first)] if first else []  # the channel URI names the host
 
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting("mpns.cert", "CCS_MPNS_CERT", "path", None,
-            "client certificate for authenticated MPNS"),
-    Setting("mpns.key", "CCS_MPNS_KEY", "path", None, "private key of the MPNS client certificate"),
-)
 
 SPEC = ProviderSpec("mpns", _create, settings=SETTINGS, adapt=_adapt, endpoints=_endpoints,
                     command=_command, summary="Microsoft MPNS")

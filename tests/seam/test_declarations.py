@@ -41,8 +41,8 @@ def test_a_registered_name_replaces_the_built_in_declaration() -> None:
 
 
 def test_loading_the_settings_imports_only_the_declarations() -> None:
-    """Every `ccs` command loads the settings, so the built-in providers' declarations (their
-    settings live there) are read, but no client, model, protocol core or emulator."""
+    """Every `ccs` command loads the settings, so the built-in providers' declarations and
+    their settings modules are read, but no client, model, protocol core or emulator."""
     import json
     import subprocess
     import sys
@@ -57,7 +57,8 @@ def test_loading_the_settings_imports_only_the_declarations() -> None:
                 "http_fallback.legacy", "http_fallback.mpns"}
     helpers = {"http_fallback", "http_fallback.adapt", "http_fallback.endpoints",
                "http_fallback.lazy"}
-    assert loaded == packages | {p + ".declaration" for p in packages} | helpers
+    assert loaded == packages | helpers | {p + ".declaration" for p in packages} | {
+        p + ".settings" for p in packages}
 
 
 @pytest.mark.parametrize("name, changes, key", [
@@ -76,3 +77,48 @@ def test_a_provider_refuses_its_settings_with_the_one_config_error(name, changes
         providers.create(name, Settings.defaults().replace(**changes))
     assert caught.value.key == key  # named where it was set, not wrapped in gateway.providers
     assert isinstance(caught.value, ValueError) and str(caught.value).startswith(key + ": ")
+
+
+ENVIRONMENTS = {
+    "ccs": ("ccs.xmpp.config", "CcsConfig", {
+        "CCS_SENDER_ID": "123", "CCS_SERVER_KEY": "k", "CCS_HOST": "h.example", "CCS_PORT": "5236",
+        "CCS_CONNECTIONS": "3", "CCS_DOMAIN": "fcm.googleapis.com", "CCS_WINDOW": "50",
+        "CCS_ACK_TIMEOUT": "9", "CCS_NO_SESSION_TIMEOUT": "4"}),
+    "http": ("http_fallback.fcm.config", "FcmConfig", {
+        "CCS_FCM_CREDENTIALS": "/c.json", "CCS_FCM_PROJECT": "p", "CCS_FCM_URL": "https://f.x",
+        "CCS_FCM_IID_URL": "https://i.x", "CCS_FCM_CONCURRENCY": "7", "CCS_FCM_CONNECTIONS": "3"}),
+    "legacy": ("http_fallback.legacy.client", "LegacyConfig", {
+        "CCS_LEGACY_URL": "https://l.x/send", "CCS_SERVER_KEY": "from-ccs"}),
+    "c2dm": ("http_fallback.c2dm.client", "C2dmConfig", {
+        "CCS_C2DM_EMAIL": "a@b", "CCS_C2DM_PASSWORD": "pw", "CCS_C2DM_SOURCE": "s",
+        "CCS_C2DM_QUOTA_LOCK": "/q.lock", "CCS_C2DM_URL": "https://c.x/send",
+        "CCS_C2DM_CALLBACK_URL": "https://cb.x", "CCS_C2DM_CALLBACK_SECRET": "sec"}),
+    "mpns": ("http_fallback.mpns.client", "MpnsConfig", {
+        "CCS_MPNS_CERT": "/c.pem", "CCS_MPNS_KEY": "/k.pem"}),
+    "apns": ("http_fallback.apns.config", "ApnsConfig", {
+        "CCS_APNS_SANDBOX": "true", "CCS_APNS_PORT": "2197", "CCS_APNS_CERT": "/c.pem",
+        "CCS_APNS_CERT_KEY": "/k.pem", "CCS_APNS_TOPIC": "com.x", "CCS_APNS_CONNECTIONS": "5",
+        "CCS_APNS_RETRY_ATTEMPTS": "1", "CCS_APNS_RETRY_SECONDS": "7.5",
+        "CCS_APNS_BINARY_CACHE": "9", "CCS_APNS_BINARY_QUIET": "0.5",
+        "CCS_APNS_FEEDBACK_PORT": "7"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ENVIRONMENTS))
+def test_from_env_and_the_gateway_read_the_same_declared_settings(name) -> None:
+    """A provider's config reads its variables through its declared settings: from_env and the
+    gateway's typed settings give the same config, and every variable set took effect."""
+    import dataclasses
+    import importlib
+
+    module, cls_name, env = ENVIRONMENTS[name]
+    cls = getattr(importlib.import_module(module), cls_name)
+    direct = cls.from_env(env)
+    through_gateway = cls.from_settings(Settings.load(None, env))
+    assert direct == through_gateway
+    default = {f.name: f.default for f in dataclasses.fields(cls)}
+    changed = {k for k, v in dataclasses.asdict(direct).items() if v != default.get(k)}
+    names = [name, "apns-binary"] if name == "apns" else [name]
+    declared = {s.env for n in names for s in registry.spec(n).settings} | {"CCS_SERVER_KEY"}
+    assert set(env) <= declared  # only declared variables were used...
+    assert len(changed) >= len(env)  # ...and each one changed a field

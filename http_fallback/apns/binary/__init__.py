@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def create_provider(environ: Mapping[str, str]) -> Any:
-    """The `apns-binary` provider from CCS_APNS_* (certificate auth, CCS_APNS_LEGACY_*)."""
+def create_provider(settings: Mapping[str, Any]) -> Any:
+    """The `apns-binary` provider from typed apns.* settings (certificate auth,
+    apns.legacy_*)."""
     from http_fallback.apns.binary.client import BinaryClient
     from http_fallback.apns.config import ApnsConfig
 
-    return BinaryClient.from_config(ApnsConfig.from_env(environ))
+    return BinaryClient.from_config(ApnsConfig.from_settings(settings))
