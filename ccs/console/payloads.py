@@ -165,7 +165,7 @@ def sendable() -> list[str]:
                      if s.payload is not None and s.name not in VIAS)]
 
 
-def endpoints(via: str, env: dict[str, str], first_target: str | None,
+def endpoints(via: str, first_target: str | None,
               settings: Mapping[str, Any] | None = None) -> list[tuple[str, int]]:
     """Where provider `via` connects, to tell "could not reach the service" (exit 3) apart."""
     declared = registry.spec(via)

@@ -249,12 +249,11 @@ def send(tokens: tuple[str, ...], extra_tokens: tuple[str, ...], tokens_file: Te
     if builder_for(chosen) is None:
         raise click.BadParameter(f"unknown provider {chosen!r} (known: "
                                  f"{', '.join(sendable())})", param_hint="--via")
-    env = settings.environ()
     apns_topic = None
     if topic_suffix:
-        if not env.get("CCS_APNS_TOPIC"):
+        if not settings["apns.topic"]:
             raise click.UsageError("--topic-suffix needs a default topic (CCS_APNS_TOPIC)")
-        apns_topic = env["CCS_APNS_TOPIC"] + topic_suffix
+        apns_topic = settings["apns.topic"] + topic_suffix
     opts = Options(
         data=parse_data(data), title=title, body=body, collapse_key=collapse_key,
         ttl=ttl, priority=priority, delivery_receipt=delivery_receipt, dry_run=dry_run,
@@ -271,7 +270,7 @@ def send(tokens: tuple[str, ...], extra_tokens: tuple[str, ...], tokens_file: Te
         _check_first(chosen, first, opts)
         sys.exit(send_via_gateway((BUILDERS["ccs"](t, opts) for t in everything), as_json))
 
-    provider, chosen = _start_provider(chosen, explicit, settings, env, first, opts,
+    provider, chosen = _start_provider(chosen, explicit, settings, first, opts,
                                        connect_timeout)
     try:
         progress = sys.stderr.isatty() and any(
@@ -309,8 +308,8 @@ def _build(via: str) -> Any:
     return build
 
 
-def _start_provider(via: str, explicit: bool, settings: Any, env: dict[str, str],
-                    first: str | None, opts: Options, timeout: float) -> tuple[Any, str]:
+def _start_provider(via: str, explicit: bool, settings: Any, first: str | None,
+                    opts: Options, timeout: float) -> tuple[Any, str]:
     """Build and start the provider; exit 2 on configuration, 3 when it cannot be reached."""
     from ccs.gateway import providers
     _check_first(via, first, opts)
@@ -326,13 +325,13 @@ def _start_provider(via: str, explicit: bool, settings: Any, env: dict[str, str]
         provider.stop(timeout=1.0)
         if auth:
             _fail(EXIT_USAGE, "authentication refused: check CCS_SENDER_ID and CCS_SERVER_KEY")
-        if not explicit and env.get("CCS_FCM_CREDENTIALS"):
+        if not explicit and settings["fcm.credentials"]:
             click.echo("ccs send: no CCS session could be had; falling back to http",
                        err=True)
-            return _start_provider("http", True, settings, env, first, opts, timeout)
-        _fail(EXIT_UNREACHABLE, f"could not reach CCS at {env.get('CCS_HOST')}:"
-                                f"{env.get('CCS_PORT')}")
-    down = _reachable(endpoints(via, env, first, settings), timeout)
+            return _start_provider("http", True, settings, first, opts, timeout)
+        _fail(EXIT_UNREACHABLE, f"could not reach CCS at {settings['ccs.host']}:"
+                                f"{settings['ccs.port']}")
+    down = _reachable(endpoints(via, first, settings), timeout)
     if down is not None:
         _fail(EXIT_UNREACHABLE, f"could not reach {via} at {down}")
     from ccs import registry

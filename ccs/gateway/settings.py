@@ -130,7 +130,6 @@ REGISTRY: tuple[Setting, ...] = (
 )
 
 BY_KEY = {s.key: s for s in REGISTRY}
-BY_ENV = {s.env: s for s in REGISTRY}
 
 
 def declared() -> tuple[Setting, ...]:
